@@ -1,0 +1,1 @@
+"""ViLAMP: video-language model with differential keyframe selection and feature merging."""

@@ -1,0 +1,24 @@
+"""Prompts: the `qwen_1_5` chat template and the released benchmark prompt formats."""
+
+from llava.constants import DEFAULT_IMAGE_TOKEN
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+def chat_prompt(user_text: str, system: str = SYSTEM_PROMPT) -> str:
+    """`qwen_1_5` template for one user turn, ending where the assistant's answer starts."""
+    return (
+        f"<|im_start|>system\n{system}<|im_end|>\n"
+        f"<|im_start|>user\n{user_text}<|im_end|>\n"
+        f"<|im_start|>assistant\n"
+    )
+
+
+def video_user_turn(prompt: str) -> str:
+    """The user turn of a video question: the `<image>` placeholder, a newline, then the prompt."""
+    return f"{DEFAULT_IMAGE_TOKEN}\n{prompt}"
+
+
+def multiple_choice_prompt(question: str, options: list[str]) -> str:
+    """Released training/eval format; `options` are rendered as a Python list ("['A. x', 'B. y']")."""
+    return f"{question}. Please choose the right answer from the following options: {options}."

@@ -1,0 +1,24 @@
+"""ViLAMP model package; importing it registers `llava_qwen` with transformers' Auto classes."""
+
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from llava.model.configuration_llava_qwen import LlavaQwenConfig
+from llava.model.modeling_llava_qwen import (
+    LlavaQwenForCausalLM,
+    LlavaQwenModel,
+    MultimodalInputs,
+    VideoEncoding,
+    VideoInputs,
+)
+
+AutoConfig.register("llava_qwen", LlavaQwenConfig, exist_ok=True)
+AutoModelForCausalLM.register(LlavaQwenConfig, LlavaQwenForCausalLM, exist_ok=True)
+
+__all__ = [
+    "LlavaQwenConfig",
+    "LlavaQwenForCausalLM",
+    "LlavaQwenModel",
+    "MultimodalInputs",
+    "VideoEncoding",
+    "VideoInputs",
+]

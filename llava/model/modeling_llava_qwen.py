@@ -1,0 +1,330 @@
+"""ViLAMP on Qwen2: `LlavaQwenForCausalLM`.
+
+One video becomes, in temporal order, the pooled patch grid of every keyframe and one merged token of every other
+frame, then one `image_newline` token; that block replaces the single `<image>` placeholder of the prompt:
+
+    [text before <image>] [frame 0] [frame 1] ... [frame N-1] [image_newline] [text after <image>]
+    keyframe -> pool_keyframes(projector(SigLIP(frame)))  (K_tok tokens)      other frame -> DFM merge (1 token)
+
+The vision side streams: frames are normalised, encoded and merged `vision_chunk_size` at a time, so its memory
+holds one chunk, the DFM reference keys still needed and the outputs (pooled keyframes, one token per frame).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import Qwen2ForCausalLM, Qwen2Model
+from transformers import initialization as init
+from transformers.modeling_utils import PreTrainedModel
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.model.configuration_llava_qwen import LlavaQwenConfig
+from llava.model.merger import SigPooling, average_tokens, build_composer, reference_frames
+from llava.model.pooling import pool_keyframes
+from llava.model.projector import build_vision_projector
+from llava.model.selector import FrameSelector, KeyframeSelection, select_keyframes, uniform_keyframes
+from llava.model.vision_tower import SiglipVisionTower
+from llava.processing import VideoFrames, normalize_clip, normalize_siglip
+
+DEFAULT_VISION_CHUNK_SIZE = 32
+
+
+@dataclass
+class VideoInputs:
+    """One video and its question, as the model consumes them."""
+
+    frames: VideoFrames  # uint8 frames at the SigLIP and CLIP resolutions
+    query_ids: torch.Tensor  # (T,) CLIP token ids of the question (the DKS / DFM query)
+    query_mask: torch.Tensor | None = None  # (T,)
+
+
+@dataclass
+class VideoEncoding:
+    """What the vision side produced for one video."""
+
+    tokens: torch.Tensor  # (T_vis, D): the block that replaces <image>, image_newline included
+    selection: KeyframeSelection
+    keyframe_tokens: int  # tokens of all keyframes together
+    merged_tokens: int  # one per non-keyframe
+
+    @property
+    def keyframes(self) -> list[int]:
+        return self.selection.keyframes
+
+    def frame_spans(self) -> list[tuple[int, int]]:
+        """[start, end) of every frame's tokens inside `tokens`, in frame order."""
+        keyframes = set(self.keyframes)
+        per_keyframe = self.keyframe_tokens // max(len(keyframes), 1)
+        spans, start = [], 0
+        for frame in range(len(self.selection.relevance)):
+            end = start + (per_keyframe if frame in keyframes else 1)
+            spans.append((start, end))
+            start = end
+        return spans
+
+
+@dataclass
+class MultimodalInputs:
+    inputs_embeds: torch.Tensor  # (B, L, D)
+    attention_mask: torch.Tensor  # (B, L) long
+    position_ids: torch.Tensor  # (B, L)
+    labels: torch.Tensor | None  # (B, L), IGNORE_INDEX on visual tokens and padding
+    encodings: list[VideoEncoding | None]
+
+
+class LlavaQwenPreTrainedModel(PreTrainedModel):
+    config_class = LlavaQwenConfig
+    config: LlavaQwenConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Qwen2DecoderLayer", "SiglipEncoderLayer", "CLIPEncoderLayer"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, LlavaQwenModel):
+            init.normal_(module.image_newline, mean=0.0, std=module.config.hidden_size**-0.5)
+        elif isinstance(module, SigPooling):
+            for linear in (module.linear_iq, module.linear_ik, module.linear_q, module.linear_k):
+                init.normal_(linear.weight, mean=0.0, std=0.02)
+            init.constant_(module.tau, 0.01)
+
+
+class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
+    """Qwen2 decoder plus the vision side, with the released state-dict names."""
+
+    def __init__(self, config: LlavaQwenConfig):
+        Qwen2Model.__init__(self, config)
+        self.vision_tower = SiglipVisionTower(config.siglip_config, config.mm_vision_select_layer)
+        if config.mm_hidden_size != self.vision_tower.hidden_size:
+            raise ValueError(
+                f"mm_hidden_size={config.mm_hidden_size} but the vision tower's hidden size is "
+                f"{self.vision_tower.hidden_size}: the vision config does not belong to this checkpoint"
+            )
+        self.mm_projector = build_vision_projector(config.mm_projector_type, config.mm_hidden_size, config.hidden_size)
+        self.frame_selector = FrameSelector(config.frame_selector_clip_config)
+        if config.composer_type == "single_token" and config.composer_proj_dim != self.frame_selector.embed_dim:
+            raise ValueError(
+                f"composer_proj_dim={config.composer_proj_dim} must equal the CLIP projection_dim "
+                f"{self.frame_selector.embed_dim} for composer_type='single_token'"
+            )
+        composer = build_composer(
+            config.composer_type, config.hidden_size, config.composer_proj_dim, config.composer_proj_mlp_depth
+        )
+        if composer is not None:
+            self.composer_projector = composer
+        self.image_newline = nn.Parameter(torch.empty(config.hidden_size))
+        self.vision_chunk_size = DEFAULT_VISION_CHUNK_SIZE
+        self.post_init()
+
+    # ----- stages (each usable on its own: the oracle checker and the visualiser call them) -----
+
+    def embed_frames_clip(self, clip_frames: torch.Tensor) -> torch.Tensor:
+        """(N, C, C, 3) uint8 -> (N, E) CLIP image embeddings (float32), `vision_chunk_size` frames at a time."""
+        device = self.image_newline.device
+        chunks = [
+            self.frame_selector.embed_images(normalize_clip(clip_frames[i : i + self.vision_chunk_size]).to(device))
+            for i in range(0, clip_frames.shape[0], self.vision_chunk_size)
+        ]
+        return torch.cat(chunks).float()
+
+    def embed_query(self, query_ids: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(T,) CLIP token ids -> (E,) CLIP text embedding (float32)."""
+        device = self.image_newline.device
+        mask = None if query_mask is None else query_mask[None].to(device)
+        return self.frame_selector.embed_text(query_ids[None].to(device), mask)[0].float()
+
+    def choose_keyframes(self, image_embs: torch.Tensor, query_emb: torch.Tensor) -> KeyframeSelection:
+        """(N, E), (E,) -> keyframes: DKS, or evenly spaced frames when `activate_frame_selector` is off."""
+        cfg = self.config
+        if cfg.activate_frame_selector:
+            return select_keyframes(image_embs, query_emb, cfg.max_frame_num, cfg.f2f_thrd, cfg.f2t_thrd)
+        relevance = torch.nn.functional.cosine_similarity(image_embs, query_emb[None], dim=-1)
+        frames = uniform_keyframes(image_embs.shape[0], cfg.max_frame_num)
+        return KeyframeSelection(frames, frames, relevance)
+
+    def project_frames(self, siglip_frames: torch.Tensor) -> torch.Tensor:
+        """(B, S, S, 3) uint8 -> (B, P, D) projected patch features (P = 729 for the released tower)."""
+        pixels = normalize_siglip(siglip_frames).to(self.image_newline.device)
+        return self.mm_projector(self.vision_tower(pixels))
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """(K, P, D) keyframe features -> (K, K_tok, D) pooled tokens."""
+        cfg = self.config
+        return pool_keyframes(features, self.vision_tower.grid_size, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride)
+
+    def encode_video(self, video: VideoInputs) -> VideoEncoding:
+        """Run DKS, encode keyframes, merge the other frames and lay the tokens out in temporal order."""
+        num_frames = len(video.frames)
+        if num_frames == 0:
+            raise ValueError("the video has no frames")
+        image_embs = self.embed_frames_clip(video.frames.clip)
+        query_emb = self.embed_query(video.query_ids, video.query_mask)
+        selection = self.choose_keyframes(image_embs, query_emb)
+        if self.config.composer_type == "single_token":
+            pooled, merged = self._encode_single_token(video.frames, selection.keyframes, image_embs)
+        else:
+            pooled, merged = self._encode_streaming(video.frames, selection.keyframes, query_emb)
+        per_frame = [pooled[f] if f in pooled else merged[f][None] for f in range(num_frames)]
+        tokens = torch.cat(per_frame + [self.image_newline[None].to(per_frame[0].dtype)])
+        keyframe_tokens = sum(t.shape[0] for t in pooled.values())
+        return VideoEncoding(tokens, selection, keyframe_tokens, num_frames - len(pooled))
+
+    def _encode_single_token(self, frames: VideoFrames, keyframes: list[int], image_embs: torch.Tensor):
+        """Only keyframes see SigLIP; every other frame is MLP(its CLIP embedding)."""
+        pooled = {}
+        for start in range(0, len(keyframes), self.vision_chunk_size):
+            batch = keyframes[start : start + self.vision_chunk_size]
+            pooled.update(zip(batch, self.pool(self.project_frames(frames.siglip[batch]))))
+        others = [f for f in range(len(frames)) if f not in pooled]
+        tokens = self.composer_projector(image_embs[others].to(self.composer_projector[0].weight.dtype))
+        return pooled, dict(zip(others, tokens))
+
+    def _encode_streaming(self, frames: VideoFrames, keyframes: list[int], query_emb: torch.Tensor):
+        """`sig_pooling` / `average_pooling`: every frame goes through SigLIP, in temporal chunks.
+
+        Only the reference keys W_k r that later frames still need are kept between chunks.
+        """
+        num_frames = len(frames)
+        keyframe_set = set(keyframes)
+        sig_pooling = self.config.composer_type == "sig_pooling"
+        refs = reference_frames(keyframes, num_frames, self.config.dfm_reference) if sig_pooling else []
+        last_use = {}
+        for frame in range(num_frames):
+            if sig_pooling and frame not in keyframe_set:
+                last_use[refs[frame]] = frame
+        keys: dict[int, torch.Tensor] = {}
+        pooled: dict[int, torch.Tensor] = {}
+        merged: dict[int, torch.Tensor] = {}
+
+        def encode(batch: list[int]) -> None:
+            features = self.project_frames(frames.siglip[batch])
+            for row, frame in enumerate(batch):
+                if frame in last_use and frame not in keys:
+                    keys[frame] = self.composer_projector.reference_keys(features[row])
+            key_rows = [row for row, frame in enumerate(batch) if frame in keyframe_set]
+            if key_rows:
+                pooled.update(zip([batch[r] for r in key_rows], self.pool(features[key_rows])))
+            other_rows = [row for row, frame in enumerate(batch) if frame not in keyframe_set]
+            if other_rows:
+                others = [batch[r] for r in other_rows]
+                if sig_pooling:
+                    ref_keys = torch.stack([keys[refs[frame]] for frame in others])
+                    tokens = self.composer_projector(features[other_rows], query_emb, ref_keys)
+                else:
+                    tokens = average_tokens(features[other_rows])
+                merged.update(zip(others, tokens))
+
+        # References that lie after a frame using them (the first keyframe, under `preceding_keyframe`) go first.
+        ahead = sorted({refs[f] for f in range(num_frames) if f not in keyframe_set and refs[f] > f}) if refs else []
+        for start in range(0, len(ahead), self.vision_chunk_size):
+            encode(ahead[start : start + self.vision_chunk_size])
+        for start in range(0, num_frames, self.vision_chunk_size):
+            chunk = range(start, min(start + self.vision_chunk_size, num_frames))
+            encode([f for f in chunk if f not in pooled and f not in merged])
+            for ref in [r for r, last in last_use.items() if last < chunk.stop and r in keys]:
+                del keys[ref]
+        return pooled, merged
+
+
+class LlavaQwenForCausalLM(LlavaQwenPreTrainedModel, Qwen2ForCausalLM):
+    def __init__(self, config: LlavaQwenConfig):
+        super(Qwen2ForCausalLM, self).__init__(config)  # PreTrainedModel only: no throw-away Qwen2Model
+        self.model = LlavaQwenModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def prepare_multimodal_inputs(
+        self,
+        input_ids: torch.Tensor,
+        videos: list[VideoInputs | None],
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        padding_side: str = "right",
+    ) -> MultimodalInputs:
+        """Replace each sample's `<image>` (id IMAGE_TOKEN_INDEX) by its video's tokens and re-pad the batch.
+
+        input_ids (B, L) may be padded (attention_mask (B, L)); videos has B entries, None for text-only samples.
+        """
+        if len(videos) != input_ids.shape[0]:
+            raise ValueError(f"got {input_ids.shape[0]} prompts but {len(videos)} videos")
+        embed = self.model.embed_tokens
+        sequences, sequence_labels, encodings = [], [], []
+        for b, video in enumerate(videos):
+            keep = attention_mask[b].bool() if attention_mask is not None else slice(None)
+            ids = input_ids[b][keep]
+            sample_labels = labels[b][keep] if labels is not None else torch.full_like(ids, IGNORE_INDEX)
+            places = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
+            if video is None:
+                if places:
+                    raise ValueError(f"sample {b}: the prompt has an <image> placeholder but no video was given")
+                sequences.append(embed(ids))
+                sequence_labels.append(sample_labels)
+                encodings.append(None)
+                continue
+            if len(places) != 1:
+                raise ValueError(
+                    f"sample {b}: a video needs exactly one <image> placeholder in the prompt, found {len(places)}"
+                )
+            at = places[0]
+            encoding = self.model.encode_video(video)
+            visual = encoding.tokens.to(embed.weight.dtype)
+            sequences.append(torch.cat([embed(ids[:at]), visual, embed(ids[at + 1 :])]))
+            ignored = torch.full((visual.shape[0],), IGNORE_INDEX, dtype=sample_labels.dtype, device=ids.device)
+            sequence_labels.append(torch.cat([sample_labels[:at], ignored, sample_labels[at + 1 :]]))
+            encodings.append(encoding)
+        limit = self.config.tokenizer_model_max_length
+        longest = max(seq.shape[0] for seq in sequences)
+        if limit is not None and longest > limit:
+            raise ValueError(
+                f"a sequence of {longest} tokens exceeds tokenizer_model_max_length={limit}; "
+                "use fewer frames (max_frame_num) or a shorter prompt"
+            )
+        return _pad(sequences, sequence_labels if labels is not None else None, encodings, padding_side)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
+                videos: list[VideoInputs | None] | None = None, **kwargs):
+        """Qwen2ForCausalLM.forward, plus `videos` (one entry per sample) to splice into `<image>`."""
+        if videos is not None:
+            if inputs_embeds is not None:
+                raise ValueError("pass either videos with input_ids, or inputs_embeds, not both")
+            mm = self.prepare_multimodal_inputs(input_ids, videos, attention_mask, labels)
+            input_ids, inputs_embeds, labels = None, mm.inputs_embeds, mm.labels
+            attention_mask, position_ids = mm.attention_mask, mm.position_ids
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, videos: list[VideoInputs | None] | None = None, attention_mask=None, **kwargs):
+        """Greedy/sampled generation; with `videos`, returns only the new tokens (the inputs_embeds path)."""
+        if videos is None:
+            return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        mm = self.prepare_multimodal_inputs(input_ids, videos, attention_mask, padding_side="left")
+        return super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+
+
+def _pad(sequences, labels, encodings, side: str) -> MultimodalInputs:
+    batch, longest = len(sequences), max(seq.shape[0] for seq in sequences)
+    first = sequences[0]
+    embeds = first.new_zeros(batch, longest, first.shape[-1])
+    mask = torch.zeros(batch, longest, dtype=torch.long, device=first.device)
+    positions = torch.zeros(batch, longest, dtype=torch.long, device=first.device)
+    padded_labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long, device=first.device)
+    for b, seq in enumerate(sequences):
+        length = seq.shape[0]
+        span = slice(0, length) if side == "right" else slice(longest - length, longest)
+        embeds[b, span] = seq
+        mask[b, span] = 1
+        positions[b, span] = torch.arange(length, device=first.device)
+        if labels is not None:
+            padded_labels[b, span] = labels[b]
+    return MultimodalInputs(embeds, mask, positions, padded_labels if labels is not None else None, encodings)

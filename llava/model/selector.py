@@ -1,0 +1,159 @@
+"""Differential keyframe selection (DKS): pick K query-relevant, mutually distinct frames with CLIP.
+
+The released `SeqFrameSelector` walks frames by descending frame-to-text similarity (f2t), stops below `f2t_thrd`
+or after K picks, skips frames marked "visited", and marks every frame whose frame-to-frame similarity (f2f) with a
+pick exceeds `f2f_thrd` (strict) as visited; `distribute_frames` then tops the picks up to exactly K. Here a frame is
+rejected when its highest similarity to the frames already picked exceeds the threshold, which is the same rule
+without the N x N matrix: O(N*K) time and memory.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPConfig, CLIPModel
+
+
+@dataclass
+class KeyframeSelection:
+    keyframes: list[int]  # sorted frame indices, exactly min(K, N) of them unless the greedy pass overfilled
+    greedy: list[int]  # frames picked by the greedy pass, before the temporal fill
+    relevance: torch.Tensor  # (N,) cosine(frame, query), float32
+
+
+class FrameSelector(nn.Module):
+    """CLIP wrapper; the released checkpoint stores it as `frame_selector.model` (a full CLIPModel)."""
+
+    def __init__(self, config: CLIPConfig):
+        super().__init__()
+        self.model = CLIPModel(config)
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.vision_config.image_size
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.config.projection_dim
+
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, C, C) CLIP-normalised pixels -> (B, P) projected image embeddings (not normalised)."""
+        dtype = self.model.visual_projection.weight.dtype
+        return self.model.get_image_features(pixel_values=pixel_values.to(dtype)).pooler_output
+
+    def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) CLIP token ids -> (B, P) projected text embeddings (not normalised)."""
+        return self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(M, P), (N, P) -> (M, N) cosine similarities, computed as the released code does (normalise, then matmul)."""
+    return F.normalize(a, p=2, dim=1) @ F.normalize(b, p=2, dim=1).T
+
+
+def greedy_keyframes(
+    image_embs: torch.Tensor, text_emb: torch.Tensor, max_frames: int, f2f_thrd: float, f2t_thrd: float
+) -> tuple[list[int], torch.Tensor]:
+    """Greedy DKS pass. image_embs (N, P), text_emb (P,) -> (picked frame indices in pick order, f2t (N,)).
+
+    Exact ties in relevance are visited in frame order (a stable sort).
+    """
+    image_embs = image_embs.float()
+    relevance = cosine_matrix(image_embs, text_emb.float()[None]).reshape(-1)
+    order = torch.sort(relevance, descending=True, stable=True).indices
+    order = order[relevance[order] >= f2t_thrd]
+    unit = F.normalize(image_embs, p=2, dim=1)
+    closest = torch.full_like(relevance, -torch.inf)  # highest similarity of each frame to any pick so far
+    picks: list[int] = []
+    start = 0
+    while len(picks) < max_frames and start < len(order):
+        free = closest[order[start:]] <= f2f_thrd
+        if not bool(free.any()):
+            break
+        start += int(free.int().argmax())
+        frame = int(order[start])
+        picks.append(frame)
+        closest = torch.maximum(closest, unit @ unit[frame])
+        start += 1
+    return picks, relevance
+
+
+def distribute_frames(is_selected: list[int], max_frame_num: int) -> list[int]:
+    """Temporal fill of the released selector: add frames to a 0/1 list until `max_frame_num` are set.
+
+    Finds the smallest spacing D (binary search over 1..N) such that cutting every unselected run of length L into
+    pieces of at most D needs no more than the budget, places ceil(L/D)-1 evenly spaced frames in each run
+    (step ceil(L/k+1), clamped to the run's end), then spends any leftover budget on the last free frames, walking
+    the runs backwards from the end. A list already over budget is returned unchanged.
+    """
+    n = len(is_selected)
+    budget = max_frame_num - sum(is_selected)
+    runs = _unselected_runs(is_selected)
+
+    def fills(length: int, spacing: int) -> int:
+        return -(-length // spacing) - 1
+
+    low, high = 1, n
+    while low < high:
+        mid = (low + high) // 2
+        if sum(fills(end - start + 1, mid) for start, end in runs) <= budget:
+            high = mid
+        else:
+            low = mid + 1
+    spacing = low
+
+    result = list(is_selected)
+    placed = 0
+    for start, end in runs:
+        length = end - start + 1
+        count = fills(length, spacing)
+        if count > 0:
+            placed += count
+            step = -(-length // (count + 1))
+            for i in range(1, count + 1):
+                result[min(start + step * i, end)] = 1
+    leftover = budget - placed
+    for start, end in reversed(runs):
+        for pos in range(end, start - 1, -1):
+            if leftover <= 0:
+                return result
+            if not result[pos]:
+                result[pos] = 1
+                leftover -= 1
+    return result
+
+
+def _unselected_runs(is_selected: list[int]) -> list[tuple[int, int]]:
+    """Maximal runs of zeros as inclusive (start, end) pairs."""
+    runs, start = [], None
+    for i, value in enumerate(is_selected):
+        if not value and start is None:
+            start = i
+        elif value and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if start is not None:
+        runs.append((start, len(is_selected) - 1))
+    return runs
+
+
+def select_keyframes(
+    image_embs: torch.Tensor, text_emb: torch.Tensor, max_frames: int, f2f_thrd: float, f2t_thrd: float
+) -> KeyframeSelection:
+    """Full DKS: greedy pass, then temporal fill to exactly `max_frames` (every frame when N <= max_frames)."""
+    picks, relevance = greedy_keyframes(image_embs, text_emb, max_frames, f2f_thrd, f2t_thrd)
+    mask = [0] * len(relevance)
+    for frame in picks:
+        mask[frame] = 1
+    filled = distribute_frames(mask, max_frames)
+    return KeyframeSelection([i for i, v in enumerate(filled) if v], sorted(picks), relevance)
+
+
+def uniform_keyframes(num_frames: int, max_frames: int) -> list[int]:
+    """Evenly spaced keyframes (used when `activate_frame_selector` is false)."""
+    if num_frames <= max_frames:
+        return list(range(num_frames))
+    if max_frames == 1:
+        return [0]
+    return [i * (num_frames - 1) // (max_frames - 1) for i in range(max_frames)]

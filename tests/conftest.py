@@ -1,0 +1,29 @@
+"""Shared fixtures: the oracle directory and a tiny checkpoint written once per test session."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from llava.tiny import write_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+ORACLE = SHARED / "oracle"
+BENCHMARKS = SHARED / "benchmarks"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random ViLAMP checkpoint (sig_pooling DFM, 27x27 SigLIP grid, K = 8)."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-vilamp", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    """(tokenizer, model, processor, max_length) loaded from `tiny_checkpoint`."""
+    from llava.model.builder import load_pretrained_model
+
+    return load_pretrained_model(tiny_checkpoint)
