@@ -27,6 +27,9 @@ from llava.processing import VideoFrames, VideoProcessor, normalize_clip, normal
 EXACT = 0.0
 FEATURES = 1e-5
 LOGITS = 1e-4
+# Float tolerances scale with the reference's magnitude: tol * max(1, max|reference|). The fixtures' own float32
+# noise is amplified 1/tau = 100x by the DFM softmax; measured against a float64 evaluation of the same weights, the
+# released code's merged tokens are off by up to 2.2e-5 (case_b, magnitude 5), so a flat 1e-5 would test noise.
 
 
 @dataclass
@@ -40,7 +43,7 @@ class Stage:
         return self.diff <= self.tolerance
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.name:<40} max|diff| {self.diff:.3e}  (tolerance {self.tolerance:g})"
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.name:<40} max|diff| {self.diff:.3e}  (tolerance {self.tolerance:.1e})"
 
 
 def max_diff(ours, theirs) -> float:
@@ -78,7 +81,8 @@ def check_fixture(fixture: Path, attn_implementation: str = "eager") -> list[Sta
     stages: list[Stage] = []
 
     def stage(name, ours, theirs, tolerance):
-        stages.append(Stage(name, max_diff(ours, theirs), tolerance))
+        scale = max(1.0, float(torch.as_tensor(theirs).abs().max())) if tolerance else 1.0
+        stages.append(Stage(name, max_diff(ours, theirs), tolerance * scale))
 
     frames = fixture_frames(inputs, inner.vision_tower.config.image_size, inner.frame_selector.image_size)
     video = VideoInputs(frames, inputs["clip_query_input_ids"][0], inputs["clip_query_attention_mask"][0])

@@ -1,0 +1,116 @@
+"""Loading checkpoints, preprocessing against the released processors, and the one-video question API."""
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llava.conversation import chat_prompt, multiple_choice_prompt, video_user_turn
+from llava.inference import answer_video
+from llava.mm_utils import tokenizer_image_token
+from llava.model.builder import CheckpointError, load_model, load_pretrained_model, resolve_attn_implementation
+from llava.processing import VideoProcessor, normalize_clip, normalize_siglip
+from tests.conftest import ORACLE
+
+
+def test_load_pretrained_model_returns_the_released_tuple(tiny_model):
+    tokenizer, model, processor, max_length = tiny_model
+    assert max_length == model.config.tokenizer_model_max_length == 32768
+    assert processor.clip_image_processor.crop_size["height"] == model.model.frame_selector.image_size
+    assert processor.clip_tokenizer("a dog").input_ids[0] == processor.clip_tokenizer.bos_token_id
+    assert tokenizer.convert_tokens_to_ids("<|im_start|>") != tokenizer.unk_token_id
+    assert not model.training
+
+
+def _copy(src, dst, skip=()):
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*skip))
+    return dst
+
+
+def test_missing_files_are_named(tiny_checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load_model(_copy(tiny_checkpoint, tmp_path / "a", ["config.json"]))
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        load_model(_copy(tiny_checkpoint, tmp_path / "b", ["model.safetensors"]))
+    with pytest.raises(CheckpointError, match="no tokenizer"):
+        load_pretrained_model(_copy(tiny_checkpoint, tmp_path / "c", ["tokenizer.json"]))
+    with pytest.raises(CheckpointError, match="no CLIP tokenizer"):
+        load_pretrained_model(_copy(tiny_checkpoint, tmp_path / "d", ["clip"]))
+
+
+def test_pickle_weights_are_refused_unless_allowed(tiny_checkpoint, tmp_path):
+    folder = _copy(tiny_checkpoint, tmp_path / "bin", ["model.safetensors"])
+    torch.save(load_file(tiny_checkpoint / "model.safetensors"), folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="arbitrary code"):
+        load_model(folder)
+    model = load_model(folder, allow_pickle=True)
+    reference = load_model(tiny_checkpoint)
+    assert torch.equal(model.lm_head.weight, reference.lm_head.weight)
+
+
+def test_weights_that_do_not_fit_the_config_are_an_error(tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(tiny_checkpoint, overwrite_config={"composer_type": "average_pooling"})
+
+
+def test_released_checkpoint_with_foreign_paths_loads():
+    model = load_model(ORACLE / "case_b")
+    assert model.model.vision_tower.num_patches == 729  # from the tower config, not a literal
+    assert model.config.clip_model_path == "clip-tiny/0_CLIPModel"
+
+
+def test_flash_attention_falls_back_to_sdpa_on_cpu(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert resolve_attn_implementation("flash_attention_2", "cpu") == "sdpa"
+    assert "using sdpa" in caplog.text
+    assert resolve_attn_implementation(None, "cpu") == "sdpa"
+    assert resolve_attn_implementation("eager", "cpu") == "eager"
+    with pytest.raises(ValueError, match="attn_implementation"):
+        resolve_attn_implementation("fast", "cpu")
+
+
+def test_preprocessing_matches_the_released_processors():
+    reference = load_file(ORACLE / "preproc" / "preproc.safetensors")
+    for name, key in (("landscape", "frame_landscape_uint8_h30_w40"), ("portrait", "frame_portrait_uint8_h50_w20")):
+        frame = reference[key][None].numpy()
+        for size in (224, 32):
+            frames = VideoProcessor(384, size)(frame)
+            assert torch.equal(normalize_clip(frames.clip), reference[f"clip{size}_pixel_values_{name}"])
+        if name == "landscape":
+            assert torch.equal(normalize_siglip(frames.siglip), reference["siglip_pixel_values_landscape"])
+
+
+def test_prompt_formats():
+    prompt = multiple_choice_prompt("What is shown", ["A. a cat", "B. a dog"])
+    assert prompt == "What is shown. Please choose the right answer from the following options: ['A. a cat', 'B. a dog']."
+    assert chat_prompt(video_user_turn("Q?")) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<image>\nQ?<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_tokenizer_image_token_places_one_placeholder(tiny_model):
+    tokenizer = tiny_model[0]
+    ids = tokenizer_image_token(chat_prompt(video_user_turn("Q?")), tokenizer)
+    assert (ids == -200).sum() == 1
+    assert tokenizer.decode(ids[ids != -200]) == chat_prompt("\nQ?")
+
+
+def test_answer_video_reports_what_the_model_did(tiny_model):
+    tokenizer, model, processor, _ = tiny_model
+    frames = np.random.RandomState(0).randint(0, 256, (12, 40, 60, 3), dtype=np.uint8)
+    answer = answer_video(model, tokenizer, processor, frames, "what colour", video_user_turn("What colour?"), 4)
+    assert len(answer.keyframes) == model.config.max_frame_num == 8
+    assert answer.keyframe_tokens == 8 * 196 and answer.merged_tokens == 4 and answer.num_frames == 12
+    assert isinstance(answer.text, str)
+    with pytest.raises(ValueError, match="exactly one <image>"):
+        answer_video(model, tokenizer, processor, frames, "q", "no placeholder")
+    with pytest.raises(ValueError, match="exactly one <image>"):
+        answer_video(model, tokenizer, processor, frames, "q", "<image><image>")
+    with pytest.raises(ValueError, match="no frames"):
+        answer_video(model, tokenizer, processor, frames[:0], "q", video_user_turn("q"))

@@ -1,0 +1,182 @@
+"""Model assembly: DFM reference rules, streaming = direct computation, pooling, token layout, save/load."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.model import LlavaQwenConfig, VideoInputs
+from llava.model.builder import load_model
+from llava.model.merger import average_tokens, reference_frames
+from llava.model.pooling import pool_keyframes, pooled_tokens_per_keyframe
+from llava.processing import VideoFrames
+from llava.tiny import write_tiny_checkpoint
+
+
+def test_reference_rules_on_a_hand_built_case():
+    keyframes, n = [3, 7], 10
+    #                                          frames: 0  1  2  3  4  5  6  7  8  9
+    assert reference_frames(keyframes, n, "legacy") == [0, 1, 2, 0, 0, 0, 0, 1, 1, 1]
+    assert reference_frames(keyframes, n, "preceding_keyframe") == [3, 3, 3, 3, 3, 3, 3, 7, 7, 7]
+
+
+def test_new_configs_use_the_paper_rule():
+    assert LlavaQwenConfig().dfm_reference == "preceding_keyframe"
+    with pytest.raises(ValueError, match="dfm_reference"):
+        LlavaQwenConfig(dfm_reference="nearest")
+
+
+def _video(num_frames, seed=0, grid=384, clip=32):
+    gen = torch.Generator().manual_seed(seed)
+    siglip = torch.randint(0, 256, (num_frames, grid, grid, 3), dtype=torch.uint8, generator=gen)
+    clip_frames = torch.randint(0, 256, (num_frames, clip, clip, 3), dtype=torch.uint8, generator=gen)
+    return VideoInputs(VideoFrames(siglip, clip_frames), torch.tensor([0, 5, 9, 13, 1]))
+
+
+def _merged_rows(encoding):
+    spans = encoding.frame_spans()
+    return {f: encoding.tokens[spans[f][0]] for f in range(len(spans)) if f not in set(encoding.keyframes)}
+
+
+@pytest.mark.parametrize("rule", ["legacy", "preceding_keyframe"])
+def test_streaming_encoder_equals_the_direct_computation(tiny_model, rule):
+    _, model, _, _ = tiny_model
+    inner = model.model
+    video = _video(13)
+    inner.config.dfm_reference = rule
+    try:
+        with torch.no_grad():
+            inner.vision_chunk_size = 3
+            encoding = inner.encode_video(video)
+            inner.vision_chunk_size = 64
+            whole = inner.encode_video(video)
+            # Direct: all frames at once, reference features picked by the rule.
+            features = inner.project_frames(video.frames.siglip)
+            query = inner.embed_query(video.query_ids)
+            refs = reference_frames(encoding.keyframes, 13, rule)
+            keys = inner.composer_projector.reference_keys(features[refs])
+            direct = inner.composer_projector(features, query, keys)
+            pooled = inner.pool(features[encoding.keyframes])
+    finally:
+        inner.vision_chunk_size = 32
+        inner.config.dfm_reference = "preceding_keyframe"
+    assert encoding.keyframes == whole.keyframes and len(encoding.keyframes) == 8
+    torch.testing.assert_close(encoding.tokens, whole.tokens, rtol=0, atol=1e-6)
+    for frame, token in _merged_rows(encoding).items():
+        torch.testing.assert_close(token, direct[frame], rtol=0, atol=1e-5)
+    spans = encoding.frame_spans()
+    for j, frame in enumerate(encoding.keyframes):
+        torch.testing.assert_close(encoding.tokens[spans[frame][0] : spans[frame][1]], pooled[j], rtol=0, atol=1e-6)
+    torch.testing.assert_close(encoding.tokens[-1], inner.image_newline)
+
+
+def test_the_two_rules_give_different_tokens_where_references_differ(tiny_model):
+    _, model, _, _ = tiny_model
+    inner = model.model
+    video = _video(13, seed=1)
+    tokens = {}
+    with torch.no_grad():
+        for rule in ("legacy", "preceding_keyframe"):
+            inner.config.dfm_reference = rule
+            tokens[rule] = inner.encode_video(video)
+    inner.config.dfm_reference = "preceding_keyframe"
+    keyframes = tokens["legacy"].keyframes
+    legacy_refs = reference_frames(keyframes, 13, "legacy")
+    paper_refs = reference_frames(keyframes, 13, "preceding_keyframe")
+    legacy_rows, paper_rows = _merged_rows(tokens["legacy"]), _merged_rows(tokens["preceding_keyframe"])
+    for frame in legacy_rows:
+        same = torch.allclose(legacy_rows[frame], paper_rows[frame], atol=1e-6)
+        assert same == (legacy_refs[frame] == paper_refs[frame]), frame
+
+
+def test_pooling_modes_and_token_counts():
+    features = torch.randn(2, 27 * 27, 5)
+    for mode, side in (("bilinear", 14), ("average", 13), ("max", 13), ("none", 27)):
+        pooled = pool_keyframes(features, 27, mode, 2)
+        assert pooled.shape == (2, side * side, 5) == (2, pooled_tokens_per_keyframe(27, mode, 2), 5)
+    grid = features.view(2, 27, 27, 5)
+    expected = grid[:, :26, :26].reshape(2, 13, 2, 13, 2, 5).amax(dim=(2, 4)).reshape(2, 169, 5)
+    torch.testing.assert_close(pool_keyframes(features, 27, "max", 2), expected)
+    torch.testing.assert_close(average_tokens(features), features.mean(1))
+
+
+@pytest.mark.parametrize("composer", ["average_pooling", "single_token"])
+def test_other_composers(composer, tmp_path):
+    model = load_model(write_tiny_checkpoint(tmp_path / composer, composer=composer))
+    video = _video(11, seed=2)
+    with torch.no_grad():
+        encoding = model.model.encode_video(video)
+        image_embs = model.model.embed_frames_clip(video.frames.clip)
+        features = model.model.project_frames(video.frames.siglip)
+    assert encoding.merged_tokens == 3 and encoding.keyframe_tokens == 8 * 196
+    for frame, token in _merged_rows(encoding).items():
+        expected = features[frame].mean(0) if composer == "average_pooling" else model.model.composer_projector(image_embs[frame])
+        torch.testing.assert_close(token, expected, rtol=0, atol=1e-5)
+
+
+def test_layout_labels_and_padding(tiny_model):
+    tokenizer, model, _, _ = tiny_model
+    video = _video(9, seed=3)
+    ids = torch.tensor([[5, 6, IMAGE_TOKEN_INDEX, 7, 8], [5, 6, 7, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    labels = torch.tensor([[-100, -100, -100, 7, 8], [-100, 6, 7, 0, 0]])
+    with torch.no_grad():
+        mm = model.prepare_multimodal_inputs(ids, [video, None], mask, labels)
+    visual = mm.encodings[0].tokens.shape[0]
+    assert visual == 8 * 196 + 1 + 1  # 8 keyframes, 1 merged frame, image_newline
+    assert mm.inputs_embeds.shape[1] == 4 + visual
+    assert mm.attention_mask[1].sum() == 3 and mm.attention_mask[1, :3].all()
+    assert (mm.labels[0, 2 : 2 + visual] == IGNORE_INDEX).all()
+    assert mm.labels[0, -2:].tolist() == [7, 8] and mm.labels[1, :3].tolist() == [-100, 6, 7]
+    assert mm.position_ids[0, -1] == 4 + visual - 1
+    embed = model.model.embed_tokens
+    torch.testing.assert_close(mm.inputs_embeds[0, -1], embed.weight[8])
+    loss = model(input_ids=ids, attention_mask=mask, labels=labels, videos=[video, None]).loss
+    assert torch.isfinite(loss)
+
+
+def test_placeholder_errors(tiny_model):
+    _, model, _, _ = tiny_model
+    video = _video(4)
+    with pytest.raises(ValueError, match="exactly one <image>"):
+        model.prepare_multimodal_inputs(torch.tensor([[5, 6]]), [video])
+    with pytest.raises(ValueError, match="exactly one <image>"):
+        model.prepare_multimodal_inputs(torch.tensor([[IMAGE_TOKEN_INDEX, 6, IMAGE_TOKEN_INDEX]]), [video])
+    with pytest.raises(ValueError, match="no video"):
+        model.prepare_multimodal_inputs(torch.tensor([[IMAGE_TOKEN_INDEX, 6]]), [None])
+    with pytest.raises(ValueError, match="no frames"):
+        model.model.encode_video(_video(0))
+
+
+def test_save_and_reload_give_identical_logits(tiny_model, tmp_path):
+    _, model, _, _ = tiny_model
+    ids = torch.tensor([[5, IMAGE_TOKEN_INDEX, 7, 8]])
+    video = _video(10, seed=4)
+    with torch.no_grad():
+        before = model(input_ids=ids, videos=[video]).logits
+        model.save_pretrained(tmp_path)
+        reloaded = load_model(tmp_path)
+        after = reloaded(input_ids=ids, videos=[video]).logits
+    assert torch.equal(before, after)
+    assert reloaded.config.dfm_reference == "preceding_keyframe"
+    assert reloaded.config.vision_config == model.config.vision_config
+
+
+def test_registered_with_the_auto_classes(tiny_checkpoint):
+    config = AutoConfig.from_pretrained(tiny_checkpoint)
+    assert type(config).__name__ == "LlavaQwenConfig"
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    assert type(model).__name__ == "LlavaQwenForCausalLM"
+    out = model.generate(torch.tensor([[5, IMAGE_TOKEN_INDEX, 7]]), videos=[_video(3)], max_new_tokens=2, do_sample=False)
+    assert out.shape == (1, 2)
+    text_only = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=2, do_sample=False)
+    assert text_only.shape == (1, 5)
+
+
+def test_frames_can_be_numpy_of_any_size(tiny_model):
+    _, _, processor, _ = tiny_model
+    frames = processor(np.zeros((3, 50, 70, 3), dtype=np.uint8))
+    assert frames.siglip.shape == (3, 384, 384, 3) and frames.clip.shape == (3, 32, 32, 3)
+    with pytest.raises(ValueError, match="uint8"):
+        processor(np.zeros((2, 10, 10, 3), dtype=np.float32))

@@ -1,0 +1,84 @@
+"""The released implementation's reference outputs (../shared/oracle) are reproduced, and the checker has teeth."""
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+import llava.model.modeling_llava_qwen as modeling
+import llava.model.selector as selector
+import llava.tools.check_oracle as check_oracle
+from llava.model.builder import load_config
+from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
+from tests.conftest import ORACLE
+
+CASES = sorted(p.name for p in ORACLE.glob("case_*"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_stage_matches_the_released_code(case):
+    stages = check_oracle.check_fixture(ORACLE / case)
+    failed = [s.line() for s in stages if not s.ok]
+    assert not failed, "\n".join(failed)
+    names = {s.name for s in stages}
+    assert {"forward.logits", "generate.greedy_tokens", "selector.hard_mask", "prepare.inputs_embeds"} <= names
+
+
+def test_checker_cli_exit_status(capsys):
+    assert check_oracle.main([str(ORACLE / "case_a")]) == 0
+    assert "22 of 22 stages within tolerance" in capsys.readouterr().out
+
+
+def _failed(case):
+    return {s.name for s in check_oracle.check_fixture(ORACLE / case) if not s.ok}
+
+
+def test_checker_catches_a_one_index_shift_in_the_dfm_reference(monkeypatch):
+    original = modeling.reference_frames
+
+    def shifted(keyframes, num_frames, rule):
+        return [min(ref + 1, num_frames - 1) for ref in original(keyframes, num_frames, rule)]
+
+    monkeypatch.setattr(modeling, "reference_frames", shifted)
+    monkeypatch.setattr(check_oracle, "reference_frames", shifted)
+    failed = _failed("case_b")
+    assert {"encode.merged_tokens (non-keyframes)", "encode.sig_weights", "forward.logits"} <= failed
+
+
+def test_checker_catches_a_one_index_shift_in_the_fill_step(monkeypatch):
+    original = selector.distribute_frames
+
+    def shifted(is_selected, max_frame_num):
+        filled = original(is_selected, max_frame_num)
+        moved = list(is_selected)
+        for i, value in enumerate(filled):
+            if value and not is_selected[i]:
+                moved[min(i + 1, len(moved) - 1)] = 1
+        return moved
+
+    monkeypatch.setattr(selector, "distribute_frames", shifted)
+    monkeypatch.setattr(check_oracle, "distribute_frames", shifted)
+    failed = _failed("case_d")  # case_d's greedy pass stops early, so its keyframes need the fill
+    assert {"selector.distribute_frames (8 cases)", "selector.hard_mask", "encode.keyframes"} <= failed
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_save_pretrained_writes_the_released_key_set(case, tmp_path):
+    model = LlavaQwenForCausalLM(load_config(ORACLE / case))
+    model.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        written = {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    expected = {}
+    for line in (ORACLE / case / "keys.txt").read_text().splitlines():
+        key, shape, _dtype = line.split("\t")
+        expected[key] = json.loads(shape)
+    assert written == expected
+
+
+def test_released_configs_mean_the_legacy_reference_rule(tmp_path):
+    config = load_config(ORACLE / "case_a")
+    assert config.dfm_reference == "legacy"
+    assert config.mm_vision_tower == "siglip-so400m-tiny-patch14-384"  # a folder that does not exist: not used
+    assert config.vision_config["hidden_size"] == 32  # from siglip_vision_config.json beside the checkpoint
+    config.save_pretrained(tmp_path)
+    assert load_config(tmp_path).dfm_reference == "legacy"
