@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ORACLE = SHARED / "oracle"
 BENCHMARKS = SHARED / "benchmarks"
+if not ORACLE.is_dir():
+    raise RuntimeError(f"{ORACLE} is missing: the tests need the shared/ folder beside the repository")
 
 torch.set_num_threads(2)
 
