@@ -121,12 +121,18 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
 
     # ----- stages (each usable on its own: the oracle checker and the visualiser call them) -----
 
+    def chunk_size(self, num_frames: int) -> int:
+        """Frames per vision call: `vision_chunk_size` at inference; the whole video while gradients flow, so that
+        every rank makes the same module calls whatever its video length (ZeRO-3 gathers weights per call)."""
+        return max(num_frames, 1) if torch.is_grad_enabled() else self.vision_chunk_size
+
     def embed_frames_clip(self, clip_frames: torch.Tensor) -> torch.Tensor:
-        """(N, C, C, 3) uint8 -> (N, E) CLIP image embeddings (float32), `vision_chunk_size` frames at a time."""
+        """(N, C, C, 3) uint8 -> (N, E) CLIP image embeddings (float32), a chunk at a time."""
         device = self.image_newline.device
+        size = self.chunk_size(clip_frames.shape[0])
         chunks = [
-            self.frame_selector.embed_images(normalize_clip(clip_frames[i : i + self.vision_chunk_size]).to(device))
-            for i in range(0, clip_frames.shape[0], self.vision_chunk_size)
+            self.frame_selector.embed_images(normalize_clip(clip_frames[i : i + size]).to(device))
+            for i in range(0, clip_frames.shape[0], size)
         ]
         return torch.cat(chunks).float()
 
@@ -168,15 +174,30 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         else:
             pooled, merged = self._encode_streaming(video.frames, selection.keyframes, query_emb)
         per_frame = [pooled[f] if f in pooled else merged[f][None] for f in range(num_frames)]
+        if self._selector_is_trained():
+            per_frame = _straight_through(per_frame, selection.relevance)
         tokens = torch.cat(per_frame + [self.image_newline[None].to(per_frame[0].dtype)])
         keyframe_tokens = sum(t.shape[0] for t in pooled.values())
         return VideoEncoding(tokens, selection, keyframe_tokens, num_frames - len(pooled))
 
+    def idle_vision_pass(self) -> torch.Tensor:
+        """Run every vision module on a blank one-frame video; returns a zero-valued scalar tied to their weights.
+
+        Text-only training samples call it so that every rank makes the same module calls on every step.
+        """
+        tower, clip = self.vision_tower.config.image_size, self.frame_selector.image_size
+        frames = VideoFrames(torch.zeros(1, tower, tower, 3, dtype=torch.uint8), torch.zeros(1, clip, clip, 3, dtype=torch.uint8))
+        return self.encode_video(VideoInputs(frames, torch.zeros(1, dtype=torch.long))).tokens.sum()
+
+    def _selector_is_trained(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.frame_selector.parameters())
+
     def _encode_single_token(self, frames: VideoFrames, keyframes: list[int], image_embs: torch.Tensor):
         """Only keyframes see SigLIP; every other frame is MLP(its CLIP embedding)."""
         pooled = {}
-        for start in range(0, len(keyframes), self.vision_chunk_size):
-            batch = keyframes[start : start + self.vision_chunk_size]
+        size = self.chunk_size(len(keyframes))
+        for start in range(0, len(keyframes), size):
+            batch = keyframes[start : start + size]
             pooled.update(zip(batch, self.pool(self.project_frames(frames.siglip[batch]))))
         others = [f for f in range(len(frames)) if f not in pooled]
         tokens = self.composer_projector(image_embs[others].to(self.composer_projector[0].weight.dtype))
@@ -190,7 +211,7 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         num_frames = len(frames)
         keyframe_set = set(keyframes)
         sig_pooling = self.config.composer_type == "sig_pooling"
-        refs = reference_frames(keyframes, num_frames, self.config.dfm_reference) if sig_pooling else []
+        refs = reference_frames(keyframes, num_frames, self.config.dfm_reference) if sig_pooling else [0] * num_frames
         last_use = {}
         for frame in range(num_frames):
             if sig_pooling and frame not in keyframe_set:
@@ -199,11 +220,14 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         pooled: dict[int, torch.Tensor] = {}
         merged: dict[int, torch.Tensor] = {}
 
+        size = self.chunk_size(num_frames)
+
         def encode(batch: list[int]) -> None:
             features = self.project_frames(frames.siglip[batch])
-            for row, frame in enumerate(batch):
-                if frame in last_use and frame not in keys:
-                    keys[frame] = self.composer_projector.reference_keys(features[row])
+            new_refs = [row for row, frame in enumerate(batch) if frame in last_use and frame not in keys]
+            if new_refs:
+                new_keys = self.composer_projector.reference_keys(features[new_refs])
+                keys.update(zip([batch[r] for r in new_refs], new_keys))
             key_rows = [row for row, frame in enumerate(batch) if frame in keyframe_set]
             if key_rows:
                 pooled.update(zip([batch[r] for r in key_rows], self.pool(features[key_rows])))
@@ -217,15 +241,21 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
                     tokens = average_tokens(features[other_rows])
                 merged.update(zip(others, tokens))
 
-        # References that lie after a frame using them (the first keyframe, under `preceding_keyframe`) go first.
-        ahead = sorted({refs[f] for f in range(num_frames) if f not in keyframe_set and refs[f] > f}) if refs else []
-        for start in range(0, len(ahead), self.vision_chunk_size):
-            encode(ahead[start : start + self.vision_chunk_size])
-        for start in range(0, num_frames, self.vision_chunk_size):
-            chunk = range(start, min(start + self.vision_chunk_size, num_frames))
+        # A reference in a later chunk than a frame using it (under `preceding_keyframe`, the first keyframe for the
+        # frames before it) is encoded first.
+        ahead = sorted({refs[f] for f in range(num_frames) if f not in keyframe_set and refs[f] // size > f // size})
+        for start in range(0, len(ahead), size):
+            encode(ahead[start : start + size])
+        for start in range(0, num_frames, size):
+            chunk = range(start, min(start + size, num_frames))
             encode([f for f in chunk if f not in pooled and f not in merged])
             for ref in [r for r, last in last_use.items() if last < chunk.stop and r in keys]:
                 del keys[ref]
+        if sig_pooling and not merged and torch.is_grad_enabled():
+            # All keyframes, no frame to merge: still call the merger so every rank runs the same modules.
+            empty = self.image_newline.new_zeros(0, self.vision_tower.num_patches, self.config.hidden_size)
+            unused = self.composer_projector(empty, query_emb, self.composer_projector.reference_keys(empty))
+            pooled[keyframes[0]] = pooled[keyframes[0]] + 0 * unused.sum()  # zero gradients, not None
         return pooled, merged
 
 
@@ -261,7 +291,10 @@ class LlavaQwenForCausalLM(LlavaQwenPreTrainedModel, Qwen2ForCausalLM):
             if video is None:
                 if places:
                     raise ValueError(f"sample {b}: the prompt has an <image> placeholder but no video was given")
-                sequences.append(embed(ids))
+                text = embed(ids)
+                if self.training and torch.is_grad_enabled():
+                    text = text + 0 * self.model.idle_vision_pass()
+                sequences.append(text)
                 sequence_labels.append(sample_labels)
                 encodings.append(None)
                 continue
@@ -286,8 +319,11 @@ class LlavaQwenForCausalLM(LlavaQwenPreTrainedModel, Qwen2ForCausalLM):
         return _pad(sequences, sequence_labels if labels is not None else None, encodings, padding_side)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
-                videos: list[VideoInputs | None] | None = None, **kwargs):
-        """Qwen2ForCausalLM.forward, plus `videos` (one entry per sample) to splice into `<image>`."""
+                logits_to_keep: int | torch.Tensor = 0, videos: list[VideoInputs | None] | None = None, **kwargs):
+        """Qwen2ForCausalLM.forward, plus `videos` (one entry per sample) to splice into `<image>`.
+
+        `logits_to_keep` is explicit so that `generate` computes logits for the last position only.
+        """
         if videos is not None:
             if inputs_embeds is not None:
                 raise ValueError("pass either videos with input_ids, or inputs_embeds, not both")
@@ -300,6 +336,7 @@ class LlavaQwenForCausalLM(LlavaQwenPreTrainedModel, Qwen2ForCausalLM):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             labels=labels,
+            logits_to_keep=logits_to_keep,
             **kwargs,
         )
 
@@ -310,6 +347,15 @@ class LlavaQwenForCausalLM(LlavaQwenPreTrainedModel, Qwen2ForCausalLM):
             return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         mm = self.prepare_multimodal_inputs(input_ids, videos, attention_mask, padding_side="left")
         return super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+
+
+def _straight_through(per_frame: list[torch.Tensor], relevance: torch.Tensor) -> list[torch.Tensor]:
+    """Scale frame f's tokens by 1 + s_f - stop_grad(s_f), s = softmax(relevance): values unchanged, while the
+    loss reaches CLIP through the relevance of every frame (the released straight-through estimator, applied to the
+    tokens instead of mutating the caller's pixels)."""
+    soft = torch.softmax(relevance, dim=0)
+    scale = 1 + soft - soft.detach()
+    return [tokens * scale[f].to(tokens.dtype) for f, tokens in enumerate(per_frame)]
 
 
 def _pad(sequences, labels, encodings, side: str) -> MultimodalInputs:
