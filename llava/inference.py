@@ -7,7 +7,7 @@ import torch
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import chat_prompt
 from llava.mm_utils import tokenizer_image_token
-from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM, VideoEncoding, VideoInputs
+from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM, VideoEncoding, VideoFeatureCache, VideoInputs
 from llava.processing import VideoFrames, VideoProcessor
 
 CLIP_MAX_TOKENS = 77
@@ -28,11 +28,11 @@ class VideoAnswer:
         return self.keyframe_tokens + self.merged_tokens + 1  # + image_newline
 
 
-def video_inputs(processor: VideoProcessor, frames, question: str) -> VideoInputs:
+def video_inputs(processor: VideoProcessor, frames, question: str, cache: VideoFeatureCache | None = None) -> VideoInputs:
     """Decoded frames (or ready `VideoFrames`) and the bare question -> model inputs."""
     video_frames = frames if isinstance(frames, VideoFrames) else processor(frames)
     query = processor.clip_tokenizer(question, truncation=True, max_length=CLIP_MAX_TOKENS, return_tensors="pt")
-    return VideoInputs(video_frames, query.input_ids[0], query.attention_mask[0])
+    return VideoInputs(video_frames, query.input_ids[0], query.attention_mask[0], cache)
 
 
 @torch.no_grad()
@@ -44,17 +44,19 @@ def answer_video(
     question: str,
     prompt: str,
     max_new_tokens: int = 128,
+    cache: VideoFeatureCache | None = None,
 ) -> VideoAnswer:
     """Greedy answer to `prompt` (the user turn, with exactly one `<image>`) about `frames`.
 
     frames: (N, H, W, 3) uint8 array/tensor, a list of PIL images, or `VideoFrames`; `question` is the CLIP query.
+    cache: one `VideoFeatureCache` per video, passed with every question about it, reuses its features.
     """
     count = prompt.count(DEFAULT_IMAGE_TOKEN)
     if count != 1:
         raise ValueError(f"the prompt must contain exactly one {DEFAULT_IMAGE_TOKEN} placeholder, found {count}")
     if len(frames) == 0:
         raise ValueError("no frames: the video yielded nothing to look at")
-    video = video_inputs(processor, frames, question)
+    video = video_inputs(processor, frames, question, cache)
     input_ids = tokenizer_image_token(chat_prompt(prompt), tokenizer)[None].to(model.device)
     prepared = model.prepare_multimodal_inputs(input_ids, [video])
     output = model.generate(

@@ -180,3 +180,50 @@ def test_frames_can_be_numpy_of_any_size(tiny_model):
     assert frames.siglip.shape == (3, 384, 384, 3) and frames.clip.shape == (3, 32, 32, 3)
     with pytest.raises(ValueError, match="uint8"):
         processor(np.zeros((2, 10, 10, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("budget", [0, 10**9])
+def test_feature_cache_gives_the_same_tokens(tiny_model, budget):
+    from llava.model.modeling_llava_qwen import VideoFeatureCache
+
+    _, model, _, _ = tiny_model
+    inner = model.model
+    video = _video(14, seed=10)
+    cache = VideoFeatureCache(budget)
+    inner.vision_chunk_size = 3  # several chunks; the first keyframe's chunk may have to go first
+    try:
+        with torch.no_grad():
+            for query in ([0, 5, 9, 1], [0, 22, 31, 40, 1], [0, 7, 1]):
+                ids = torch.tensor(query)
+                alone = inner.encode_video(VideoInputs(video.frames, ids))
+                shared = inner.encode_video(VideoInputs(video.frames, ids, cache=cache))
+                assert alone.keyframes == shared.keyframes
+                assert torch.equal(alone.tokens, shared.tokens)
+    finally:
+        inner.vision_chunk_size = 32
+    assert cache.image_embs is not None
+    assert (len(cache.chunks) == 5) == (budget > 0) and cache.used_bytes <= budget
+
+
+@pytest.mark.parametrize("rule", ["legacy", "preceding_keyframe"])
+def test_chunk_order_when_the_first_keyframe_comes_late(tiny_model, rule):
+    _, model, _, _ = tiny_model
+    inner = model.model
+    video = _video(12, seed=11)
+    query = torch.randn(16)
+    results = []
+    inner.config.dfm_reference = rule
+    try:
+        with torch.no_grad():
+            for chunk in (2, 64):
+                inner.vision_chunk_size = chunk
+                results.append(inner._encode_streaming(video.frames, [7, 10], query))
+    finally:
+        inner.vision_chunk_size = 32
+        inner.config.dfm_reference = "preceding_keyframe"
+    (pooled_a, merged_a), (pooled_b, merged_b) = results
+    assert sorted(merged_a) == sorted(merged_b) == [f for f in range(12) if f not in (7, 10)]
+    for frame in merged_a:
+        torch.testing.assert_close(merged_a[frame], merged_b[frame], rtol=0, atol=1e-5)
+    for frame in (7, 10):
+        torch.testing.assert_close(pooled_a[frame], pooled_b[frame], rtol=0, atol=1e-5)

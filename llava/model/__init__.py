@@ -8,6 +8,7 @@ from llava.model.modeling_llava_qwen import (
     LlavaQwenModel,
     MultimodalInputs,
     VideoEncoding,
+    VideoFeatureCache,
     VideoInputs,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "LlavaQwenModel",
     "MultimodalInputs",
     "VideoEncoding",
+    "VideoFeatureCache",
     "VideoInputs",
 ]

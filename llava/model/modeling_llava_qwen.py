@@ -10,7 +10,8 @@ The vision side streams: frames are normalised, encoded and merged `vision_chunk
 holds one chunk, the DFM reference keys still needed and the outputs (pooled keyframes, one token per frame).
 """
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -31,12 +32,34 @@ DEFAULT_VISION_CHUNK_SIZE = 32
 
 
 @dataclass
+class VideoFeatureCache:
+    """Query-independent features of ONE video, shared by the questions asked about it.
+
+    CLIP frame embeddings are always kept (N x E floats). Projected SigLIP features of whole chunks are kept while
+    they fit in `budget_bytes` and recomputed past it. Chunks have a fixed composition, so answers with and without
+    the cache are the same.
+    """
+
+    budget_bytes: int = 0
+    image_embs: torch.Tensor | None = None  # (N, E)
+    chunks: dict[int, torch.Tensor] = field(default_factory=dict)  # chunk start -> (chunk, P, D)
+    used_bytes: int = 0
+
+    def offer(self, start: int, features: torch.Tensor) -> None:
+        size = features.numel() * features.element_size()
+        if self.used_bytes + size <= self.budget_bytes:
+            self.chunks[start] = features
+            self.used_bytes += size
+
+
+@dataclass
 class VideoInputs:
     """One video and its question, as the model consumes them."""
 
     frames: VideoFrames  # uint8 frames at the SigLIP and CLIP resolutions
     query_ids: torch.Tensor  # (T,) CLIP token ids of the question (the DKS / DFM query)
     query_mask: torch.Tensor | None = None  # (T,)
+    cache: VideoFeatureCache | None = None  # reuse of features across questions about the same video
 
 
 @dataclass
@@ -166,13 +189,16 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         num_frames = len(video.frames)
         if num_frames == 0:
             raise ValueError("the video has no frames")
-        image_embs = self.embed_frames_clip(video.frames.clip)
+        cache = video.cache if video.cache is not None and not torch.is_grad_enabled() else None
+        if cache is not None and cache.image_embs is None:
+            cache.image_embs = self.embed_frames_clip(video.frames.clip)
+        image_embs = cache.image_embs if cache is not None else self.embed_frames_clip(video.frames.clip)
         query_emb = self.embed_query(video.query_ids, video.query_mask)
         selection = self.choose_keyframes(image_embs, query_emb)
         if self.config.composer_type == "single_token":
             pooled, merged = self._encode_single_token(video.frames, selection.keyframes, image_embs)
         else:
-            pooled, merged = self._encode_streaming(video.frames, selection.keyframes, query_emb)
+            pooled, merged = self._encode_streaming(video.frames, selection.keyframes, query_emb, cache)
         per_frame = [pooled[f] if f in pooled else merged[f][None] for f in range(num_frames)]
         if self._selector_is_trained():
             per_frame = _straight_through(per_frame, selection.relevance)
@@ -203,54 +229,54 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         tokens = self.composer_projector(image_embs[others].to(self.composer_projector[0].weight.dtype))
         return pooled, dict(zip(others, tokens))
 
-    def _encode_streaming(self, frames: VideoFrames, keyframes: list[int], query_emb: torch.Tensor):
-        """`sig_pooling` / `average_pooling`: every frame goes through SigLIP, in temporal chunks.
+    def _encode_streaming(self, frames: VideoFrames, keyframes: list[int], query_emb: torch.Tensor,
+                          cache: VideoFeatureCache | None = None):
+        """`sig_pooling` / `average_pooling`: every frame goes through SigLIP, in fixed temporal chunks.
 
-        Only the reference keys W_k r that later frames still need are kept between chunks.
+        Only the reference keys W_k r that later frames still need are kept between chunks. A chunk holding a
+        reference that an EARLIER chunk needs (under `preceding_keyframe`: the first keyframe, for the frames before
+        it) is processed first; such a chunk never needs references from other chunks.
         """
         num_frames = len(frames)
         keyframe_set = set(keyframes)
         sig_pooling = self.config.composer_type == "sig_pooling"
         refs = reference_frames(keyframes, num_frames, self.config.dfm_reference) if sig_pooling else [0] * num_frames
-        last_use = {}
-        for frame in range(num_frames):
-            if sig_pooling and frame not in keyframe_set:
-                last_use[refs[frame]] = frame
-        keys: dict[int, torch.Tensor] = {}
+        users = Counter(refs[f] for f in range(num_frames) if sig_pooling and f not in keyframe_set)
+        keys: dict[int, torch.Tensor] = {}  # reference frame -> W_k r, dropped once its last user is merged
         pooled: dict[int, torch.Tensor] = {}
         merged: dict[int, torch.Tensor] = {}
-
         size = self.chunk_size(num_frames)
 
-        def encode(batch: list[int]) -> None:
-            features = self.project_frames(frames.siglip[batch])
-            new_refs = [row for row, frame in enumerate(batch) if frame in last_use and frame not in keys]
+        def encode(start: int) -> None:
+            chunk = list(range(start, min(start + size, num_frames)))
+            features = cache.chunks.get(start) if cache is not None else None
+            if features is None:
+                features = self.project_frames(frames.siglip[chunk])
+                if cache is not None:
+                    cache.offer(start, features)
+            new_refs = [row for row, frame in enumerate(chunk) if frame in users]
             if new_refs:
-                new_keys = self.composer_projector.reference_keys(features[new_refs])
-                keys.update(zip([batch[r] for r in new_refs], new_keys))
-            key_rows = [row for row, frame in enumerate(batch) if frame in keyframe_set]
+                keys.update(zip([chunk[r] for r in new_refs], self.composer_projector.reference_keys(features[new_refs])))
+            key_rows = [row for row, frame in enumerate(chunk) if frame in keyframe_set]
             if key_rows:
-                pooled.update(zip([batch[r] for r in key_rows], self.pool(features[key_rows])))
-            other_rows = [row for row, frame in enumerate(batch) if frame not in keyframe_set]
+                pooled.update(zip([chunk[r] for r in key_rows], self.pool(features[key_rows])))
+            other_rows = [row for row, frame in enumerate(chunk) if frame not in keyframe_set]
             if other_rows:
-                others = [batch[r] for r in other_rows]
+                others = [chunk[r] for r in other_rows]
                 if sig_pooling:
                     ref_keys = torch.stack([keys[refs[frame]] for frame in others])
                     tokens = self.composer_projector(features[other_rows], query_emb, ref_keys)
+                    users.subtract(refs[frame] for frame in others)
+                    for ref in [r for r in keys if users[r] == 0]:
+                        del keys[ref]
                 else:
                     tokens = average_tokens(features[other_rows])
                 merged.update(zip(others, tokens))
 
-        # A reference in a later chunk than a frame using it (under `preceding_keyframe`, the first keyframe for the
-        # frames before it) is encoded first.
-        ahead = sorted({refs[f] for f in range(num_frames) if f not in keyframe_set and refs[f] // size > f // size})
-        for start in range(0, len(ahead), size):
-            encode(ahead[start : start + size])
-        for start in range(0, num_frames, size):
-            chunk = range(start, min(start + size, num_frames))
-            encode([f for f in chunk if f not in pooled and f not in merged])
-            for ref in [r for r, last in last_use.items() if last < chunk.stop and r in keys]:
-                del keys[ref]
+        others = [f for f in range(num_frames) if f not in keyframe_set]
+        first = sorted({refs[f] // size * size for f in others if sig_pooling and refs[f] // size > f // size})
+        for start in first + [s for s in range(0, num_frames, size) if s not in first]:
+            encode(start)
         if sig_pooling and not merged and torch.is_grad_enabled():
             # All keyframes, no frame to merge: still call the merger so every rank runs the same modules.
             empty = self.image_newline.new_zeros(0, self.vision_tower.num_patches, self.config.hidden_size)

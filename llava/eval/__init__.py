@@ -1,0 +1,1 @@
+"""Benchmark evaluation: one harness (`harness`), one adapter per benchmark, the scorer (`score`)."""

@@ -1,0 +1,31 @@
+"""LongVideoBench (validation JSON-lines): rows video (an id, file {video}.mp4), question, options ("A.text"),
+answer (the full option). Score: overall, and by `duration_group` when the rows carry one."""
+
+from pathlib import Path
+
+from llava.eval.harness import Benchmark, Item, multiple_choice_item, read_jsonl, require, row_ids
+from llava.eval.score import table
+
+MAX_NEW_TOKENS = 128
+
+
+def load(args) -> list[Item]:
+    rows = read_jsonl(args.dataset_path)
+    items = []
+    for number, (qid, r) in enumerate(zip(row_ids(rows, "video"), rows), 1):
+        where = f"{args.dataset_path} row {number}"
+        require(r, ("video", "question", "options", "answer"), where)
+        fields = {"duration_group": r["duration_group"]} if "duration_group" in r else {}
+        video = str(r["video"])
+        items.append(multiple_choice_item(where, str(r.get("id", qid)), video, (Path(args.video_dir) / f"{video}.mp4",),
+                                          r["question"], r["options"], r["answer"], MAX_NEW_TOKENS, fields))
+    return items
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    by = "duration_group" if any("duration_group" in r for r in records) else None
+    return [table("LongVideoBench accuracy" + (" by duration group" if by else ""), records, by)]
+
+
+BENCHMARK = Benchmark("longvideobench", "LongVideoBench", "dataset/LongVideoBench/longvideobench_val.json",
+                      "dataset/LongVideoBench/videos", load, summarize)

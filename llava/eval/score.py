@@ -1,0 +1,211 @@
+"""Score a run: merge every shard file of an output folder, check coverage, print accuracy tables.
+
+    python -m llava.eval.score OUTPUT_DIR [--judge_url URL --judge_model NAME [--judge_key_env OPENAI_API_KEY]]
+
+Writes OUTPUT_DIR/summary.json and OUTPUT_DIR/summary.png. Every accuracy comes with a 95% confidence interval
+clustered by video (questions of one video are correlated). Failed items and answers that name no option count
+as wrong; both are reported.
+"""
+
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from llava.eval.harness import MANIFEST, EvalError, read_records
+
+ADAPTERS = {
+    "videomme": "llava.eval.videomme",
+    "mlvu": "llava.eval.mlvu",
+    "longvideobench": "llava.eval.longvideobench",
+    "egoschema": "llava.eval.egoschema",
+    "activitynetqa": "llava.eval.activitynetqa",
+    "generic": "llava.eval.generic",
+}
+Z95 = 1.959964
+
+
+# ----- statistics -----
+
+
+def clustered_accuracy(records: list[dict], task_of=None) -> tuple[float, float | None]:
+    """(estimate, 95% half-width) of the mean of per-task accuracies (one task when `task_of` is None).
+
+    The interval is the cluster-robust (by `video_id`) linearisation variance with a G/(G-1) correction; None
+    with fewer than two videos.
+    """
+    tasks: dict = defaultdict(list)
+    for record in records:
+        tasks[task_of(record) if task_of else None].append(record)
+    rates = {task: sum(bool(r["correct"]) for r in rs) / len(rs) for task, rs in tasks.items()}
+    estimate = sum(rates.values()) / len(rates)
+    influence: dict = defaultdict(float)
+    for task, rs in tasks.items():
+        for record in rs:
+            influence[record["video_id"]] += (bool(record["correct"]) - rates[task]) / (len(rs) * len(tasks))
+    clusters = len(influence)
+    if clusters < 2:
+        return estimate, None
+    variance = clusters / (clusters - 1) * sum(value * value for value in influence.values())
+    return estimate, Z95 * math.sqrt(variance)
+
+
+def row(group: str, records: list[dict], task_of=None) -> dict:
+    """One table row: accuracy of `records` (mean of per-task accuracies with `task_of`) and its 95% CI."""
+    estimate, half = clustered_accuracy(records, task_of)
+    ci = None if half is None else [max(0.0, estimate - half), min(1.0, estimate + half)]
+    return {"group": group, "n": len(records), "videos": len({r["video_id"] for r in records}),
+            "accuracy": estimate, "ci95": ci}
+
+
+def table(title: str, records: list[dict], by: str | None = None) -> dict:
+    """"overall" and, with `by`, one row per value of that record field (in sorted order)."""
+    rows = [row("overall", records)] if records else []
+    if by:
+        groups: dict = defaultdict(list)
+        for record in records:
+            groups[str(record.get(by))].append(record)
+        rows += [row(group, groups[group]) for group in sorted(groups)]
+    return {"title": title, "rows": rows}
+
+
+def scored(records: list[dict]) -> list[dict]:
+    return [record for record in records if record.get("correct") is not None]
+
+
+# ----- merging shards -----
+
+
+def load_run(output_dir) -> tuple[list[dict], dict]:
+    """All records of the shard files in `output_dir` (first copy of each qid) and a coverage report."""
+    output_dir = Path(output_dir)
+    files = sorted(output_dir.glob("*_of_*.jsonl"))
+    if not files:
+        raise EvalError(f"{output_dir}: no shard files (*_of_*.jsonl) to score")
+    records, copies = [], Counter()
+    for path in files:
+        for record in read_records(path)[0]:
+            copies[record["qid"]] += 1
+            if copies[record["qid"]] == 1:
+                records.append(record)
+    manifest_path = output_dir / MANIFEST
+    expected = json.loads(manifest_path.read_text())["items"] if manifest_path.is_file() else None
+    missing = [] if expected is None else sorted(set(expected) - set(copies))
+    coverage = {
+        "files": [path.name for path in files],
+        "expected": None if expected is None else len(expected),
+        "missing": len(missing),
+        "missing_examples": missing[:10],
+        "duplicates": sum(n - 1 for n in copies.values()),
+        "duplicate_examples": sorted(qid for qid, n in copies.items() if n > 1)[:10],
+    }
+    return records, coverage
+
+
+def score_run(output_dir, judge: dict | None = None) -> dict:
+    """Merge, score and write summary.json / summary.png. `judge`: {"url", "model", "key_env"} or None."""
+    output_dir = Path(output_dir)
+    records, coverage = load_run(output_dir)
+    names = sorted({record["benchmark"] for record in records})
+    if len(names) != 1 or names[0] not in ADAPTERS:
+        raise EvalError(f"{output_dir}: expected records of one known benchmark, found {names}")
+    if judge:
+        from llava.eval.judge import judge_records
+
+        judge_records(records, output_dir, **judge)
+    adapter = importlib.import_module(ADAPTERS[names[0]]).BENCHMARK
+    graded = scored(records)
+    answered = [r for r in graded if not r.get("error")]
+    no_choice = sum(r.get("choice") is None for r in answered)
+    summary = {
+        "benchmark": adapter.name,
+        "title": adapter.title,
+        "records": len(records),
+        **coverage,
+        "errors": sum(bool(r.get("error")) for r in records),
+        "not_scored": len(records) - len(graded),
+        "extraction_failures": no_choice,
+        "extraction_failure_rate": no_choice / len(answered) if answered else None,
+        "judge_model": judge["model"] if judge else None,
+        "tables": adapter.summarize(graded),
+    }
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_summary(summary, output_dir / "summary.png")
+    return summary
+
+
+# ----- presenting -----
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{summary['title']}: {summary['records']} records from {len(summary['files'])} shard file(s)"]
+    if summary["expected"] is not None:
+        lines.append(f"  expected {summary['expected']}, missing {summary['missing']}"
+                     + (f" (e.g. {summary['missing_examples'][:3]})" if summary["missing"] else ""))
+    lines.append(f"  duplicates {summary['duplicates']}, failed items {summary['errors']} (counted wrong), "
+                 f"not scored {summary['not_scored']}")
+    if summary["extraction_failure_rate"] is not None:
+        lines.append(f"  answers naming no option: {summary['extraction_failures']} "
+                     f"({100 * summary['extraction_failure_rate']:.1f}%, counted wrong)")
+    if summary["judge_model"]:
+        lines.append(f"  judge: {summary['judge_model']}")
+    for tab in summary["tables"]:
+        lines.append(f"\n{tab['title']}")
+        lines.append(f"  {'group':<40}{'n':>7}{'videos':>8}{'accuracy':>10}   95% CI (by video)")
+        for r in tab["rows"]:
+            ci = "n/a" if r["ci95"] is None else f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
+            lines.append(f"  {r['group'][:40]:<40}{r['n']:>7}{r['videos']:>8}{100 * r['accuracy']:>9.1f}%   {ci}")
+    return "\n".join(lines)
+
+
+def plot_summary(summary: dict, path: Path) -> None:
+    """One horizontal bar chart (accuracy with 95% CI) per table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = [tab for tab in summary["tables"] if tab["rows"]]
+    if not tables:
+        return
+    heights = [max(1.5, 0.35 * len(tab["rows"]) + 0.8) for tab in tables]
+    fig, axes = plt.subplots(len(tables), 1, figsize=(8, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, tab in zip(axes[:, 0], tables):
+        rows = tab["rows"][::-1]
+        values = [100 * r["accuracy"] for r in rows]
+        errors = [[0 if r["ci95"] is None else 100 * (r["accuracy"] - r["ci95"][0]) for r in rows],
+                  [0 if r["ci95"] is None else 100 * (r["ci95"][1] - r["accuracy"]) for r in rows]]
+        ax.barh([r["group"] for r in rows], values, xerr=errors, color="tab:blue", capsize=3)
+        ax.set_xlim(0, 100)
+        ax.set_title(tab["title"], fontsize=10)
+        ax.set_xlabel("accuracy (%)")
+    fig.tight_layout()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fig.savefig(temporary, format="png", dpi=100)
+    plt.close(fig)
+    os.replace(temporary, path)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Merge the shard files of a run and print its accuracy tables.")
+    parser.add_argument("output_dir", type=Path)
+    parser.add_argument("--judge_url", help="OpenAI-compatible endpoint base URL (e.g. https://host/v1)")
+    parser.add_argument("--judge_model", help="model name the judge endpoint serves")
+    parser.add_argument("--judge_key_env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    args = parser.parse_args(argv)
+    if bool(args.judge_url) != bool(args.judge_model):
+        parser.error("--judge_url and --judge_model go together")
+    judge = {"url": args.judge_url, "model": args.judge_model, "key_env": args.judge_key_env} if args.judge_url else None
+    try:
+        print(format_summary(score_run(args.output_dir, judge)))
+    except EvalError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Decoding a video file into the frames the model sees, at model resolution, without holding the whole video.
+
+Protocol of the paper: keep one decoded frame every `int(fps)` frames (at least 1), i.e. about 1 fps, then at most
+`max_frame_num` of those by `np.linspace(0, n - 1, max_frame_num, dtype=int)`. Only those frames are converted to
+images, and each is resized to the SigLIP and CLIP resolutions as it arrives: memory holds model-resolution uint8
+frames plus one decoding batch at full resolution.
+
+decord (`VideoReader.get_batch` on the computed indices) is tried first; PyAV decodes sequentially when decord is
+missing or fails on the file. Indices count decoded frames, so variable-frame-rate files use their average rate.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from llava.processing import VideoFrames, VideoProcessor
+
+DECODE_BATCH = 16  # full-resolution frames held at once while decoding
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be turned into frames; the message names the file and the reason."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass
+class DecodedVideo:
+    frames: VideoFrames  # (N, S, S, 3) and (N, C, C, 3) uint8
+    indices: list[int]  # decoded-frame index of each kept frame, increasing
+    fps: float  # average frame rate of the file
+    total_frames: int  # decoded frames in the file (or its container's count)
+    backend: str  # "decord" or "pyav"
+
+
+def sample_indices(total_frames: int, fps: float, max_frame_num: int, sample_fps: float = 1.0) -> list[int]:
+    """Indices of the frames to keep: every int(fps / sample_fps)-th frame (step at least 1), then at most
+    `max_frame_num`. sample_fps=1 is the paper's every int(fps)-th frame."""
+    if total_frames <= 0:
+        raise ValueError(f"total_frames={total_frames}: the video has no frames")
+    if max_frame_num < 1:
+        raise ValueError(f"max_frame_num={max_frame_num}: must be at least 1")
+    indices = np.arange(0, total_frames, max(int(fps / sample_fps), 1))
+    if len(indices) > max_frame_num:
+        indices = indices[np.linspace(0, len(indices) - 1, max_frame_num, dtype=int)]
+    return indices.tolist()
+
+
+class _FrameSink:
+    """Resizes each incoming full-resolution frame to both model resolutions and keeps only those."""
+
+    def __init__(self, processor: VideoProcessor):
+        self.processor = processor
+        self.siglip: list[np.ndarray] = []
+        self.clip: list[np.ndarray] = []
+
+    def add(self, image: Image.Image) -> None:
+        image = image.convert("RGB")
+        self.siglip.append(self.processor.siglip_frame(image))
+        self.clip.append(self.processor.clip_frame(image))
+
+    def frames(self) -> VideoFrames:
+        return VideoFrames(torch.from_numpy(np.stack(self.siglip)), torch.from_numpy(np.stack(self.clip)))
+
+
+def _valid_fps(fps) -> bool:
+    return fps is not None and np.isfinite(float(fps)) and float(fps) > 0
+
+
+def _decode_decord(path: Path, processor: VideoProcessor, max_frame_num: int, sample_fps: float) -> DecodedVideo:
+    from decord import VideoReader, cpu
+
+    reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+    total, fps = len(reader), reader.get_avg_fps()
+    if total == 0:
+        raise VideoDecodeError(path, "zero-length video (no frames)")
+    if not _valid_fps(fps):
+        raise VideoDecodeError(path, f"no usable frame rate in the file (got {fps!r})")
+    indices = sample_indices(total, fps, max_frame_num, sample_fps)
+    sink = _FrameSink(processor)
+    for start in range(0, len(indices), DECODE_BATCH):
+        batch = reader.get_batch(indices[start : start + DECODE_BATCH]).asnumpy()  # (B, H, W, 3) uint8
+        for frame in batch:
+            sink.add(Image.fromarray(frame))
+    return DecodedVideo(sink.frames(), indices, float(fps), total, "decord")
+
+
+def _pyav_rate(stream, container) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate is not None and _valid_fps(rate):
+            return float(rate)
+    if stream.frames and container.duration:
+        return stream.frames / (container.duration / 1_000_000)
+    return None
+
+
+def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, sample_fps: float) -> DecodedVideo:
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise VideoDecodeError(path, "no video stream in the file")
+        stream = container.streams.video[0]
+        fps = _pyav_rate(stream, container)
+        # The container's frame count is unreliable (absent, or wrong for variable frame rate): count packets.
+        total = sum(1 for packet in container.demux(stream) if packet.size)
+    if total == 0:
+        raise VideoDecodeError(path, "zero-length video (no frames)")
+    if fps is None:
+        raise VideoDecodeError(path, "no frame rate in the file's metadata")
+    indices = sample_indices(total, fps, max_frame_num, sample_fps)
+    wanted, sink, kept = set(indices), _FrameSink(processor), []
+    with av.open(str(path)) as container:
+        for position, frame in enumerate(container.decode(video=0)):
+            if position in wanted:
+                sink.add(frame.to_image())
+                kept.append(position)
+            if position >= indices[-1]:
+                break
+    if not kept:
+        raise VideoDecodeError(path, "no frame could be decoded")
+    return DecodedVideo(sink.frames(), kept, fps, total, "pyav")
+
+
+def load_video(
+    path, processor: VideoProcessor, max_frame_num: int = 600, backend: str = "auto", sample_fps: float = 1.0
+) -> DecodedVideo:
+    """Decode `path` at about `sample_fps` frames a second (1: the paper's protocol), at most `max_frame_num` frames,
+    resized by `processor` as they arrive.
+
+    backend: "auto" (decord, then PyAV if decord is missing or fails), "decord" or "pyav".
+    Raises `VideoDecodeError` naming the file for a missing, empty, corrupt or rate-less video.
+    """
+    path = Path(path)
+    if backend not in ("auto", "decord", "pyav"):
+        raise ValueError(f"backend={backend!r}: expected auto, decord or pyav")
+    if not path.is_file():
+        raise VideoDecodeError(path, "video file not found")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+    decord_failure = ""
+    if backend in ("auto", "decord"):
+        try:
+            return _decode_decord(path, processor, max_frame_num, sample_fps)
+        except Exception as error:  # decord missing or unable to read this file: PyAV gets a try in "auto"
+            if backend == "decord":
+                raise error if isinstance(error, VideoDecodeError) else VideoDecodeError(path, str(error)) from error
+            decord_failure = f" (decord: {type(error).__name__}: {error})"
+    try:
+        return _decode_pyav(path, processor, max_frame_num, sample_fps)
+    except VideoDecodeError as error:
+        raise VideoDecodeError(path, error.reason + decord_failure) from error
+    except Exception as error:
+        raise VideoDecodeError(path, f"corrupt or unreadable video: {error}{decord_failure}") from error
