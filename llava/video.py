@@ -3,12 +3,17 @@
 Protocol of the paper: keep one decoded frame every `int(fps)` frames (at least 1), i.e. about 1 fps, then at most
 `max_frame_num` of those by `np.linspace(0, n - 1, max_frame_num, dtype=int)`. Only those frames are converted to
 images, and each is resized to the SigLIP and CLIP resolutions as it arrives: memory holds model-resolution uint8
-frames plus one decoding batch at full resolution.
+frames plus a few frames at full resolution.
 
-decord (`VideoReader.get_batch` on the computed indices) is tried first; PyAV decodes sequentially when decord is
-missing or fails on the file. Indices count decoded frames, so variable-frame-rate files use their average rate.
+PyAV is tried first: a background thread decodes (frame-parallel FFmpeg decoding) while the caller's thread resizes,
+with at most `DECODE_QUEUE` full-resolution frames in between. decord (`VideoReader.get_batch` on the computed
+indices) is the fallback; at 1 fps nearly every frame must be decoded anyway, and decord was measured slower and 9x
+heavier in memory on long-GOP H.264 (docs/PERFORMANCE.md). Indices count decoded frames, so variable-frame-rate files
+use their average rate.
 """
 
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +23,8 @@ from PIL import Image
 
 from llava.processing import VideoFrames, VideoProcessor
 
-DECODE_BATCH = 16  # full-resolution frames held at once while decoding
+DECODE_BATCH = 16  # full-resolution frames held at once by the decord path
+DECODE_QUEUE = 4  # full-resolution frames waiting between the PyAV decoding thread and the resizing
 
 
 class VideoDecodeError(RuntimeError):
@@ -115,17 +121,50 @@ def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, samp
     if fps is None:
         raise VideoDecodeError(path, "no frame rate in the file's metadata")
     indices = sample_indices(total, fps, max_frame_num, sample_fps)
-    wanted, sink, kept = set(indices), _FrameSink(processor), []
-    with av.open(str(path)) as container:
-        for position, frame in enumerate(container.decode(video=0)):
-            if position in wanted:
-                sink.add(frame.to_image())
-                kept.append(position)
-            if position >= indices[-1]:
-                break
+    sink, kept = _FrameSink(processor), []
+    for position, image in _decoded_in_background(path, indices):
+        sink.add(image)
+        kept.append(position)
     if not kept:
         raise VideoDecodeError(path, "no frame could be decoded")
     return DecodedVideo(sink.frames(), kept, fps, total, "pyav")
+
+
+def _decoded_in_background(path: Path, indices: list[int]):
+    """Yield (position, PIL image) for the wanted decoded-frame positions, decoded by a background thread."""
+    import av
+
+    wanted, last = set(indices), indices[-1]
+    handoff: queue.Queue = queue.Queue(maxsize=DECODE_QUEUE)
+    stop = threading.Event()
+
+    def decode() -> None:
+        try:
+            with av.open(str(path)) as container:
+                container.streams.video[0].thread_type = "AUTO"
+                for position, frame in enumerate(container.decode(video=0)):
+                    if stop.is_set() or position > last:
+                        break
+                    if position in wanted:
+                        handoff.put((position, frame.to_image()))
+        except Exception as error:  # handed to the consumer, which raises it
+            handoff.put(error)
+        handoff.put(None)
+
+    worker = threading.Thread(target=decode, daemon=True)
+    worker.start()
+    try:
+        while (item := handoff.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                handoff.get(timeout=0.1)
+            except queue.Empty:
+                pass
 
 
 def load_video(
@@ -134,7 +173,7 @@ def load_video(
     """Decode `path` at about `sample_fps` frames a second (1: the paper's protocol), at most `max_frame_num` frames,
     resized by `processor` as they arrive.
 
-    backend: "auto" (decord, then PyAV if decord is missing or fails), "decord" or "pyav".
+    backend: "auto" (PyAV, then decord if PyAV fails on the file), "pyav" or "decord".
     Raises `VideoDecodeError` naming the file for a missing, empty, corrupt or rate-less video.
     """
     path = Path(path)
@@ -144,17 +183,24 @@ def load_video(
         raise VideoDecodeError(path, "video file not found")
     if path.stat().st_size == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
-    decord_failure = ""
-    if backend in ("auto", "decord"):
-        try:
-            return _decode_decord(path, processor, max_frame_num, sample_fps)
-        except Exception as error:  # decord missing or unable to read this file: PyAV gets a try in "auto"
-            if backend == "decord":
-                raise error if isinstance(error, VideoDecodeError) else VideoDecodeError(path, str(error)) from error
-            decord_failure = f" (decord: {type(error).__name__}: {error})"
+    if backend == "decord":
+        return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps)
     try:
-        return _decode_pyav(path, processor, max_frame_num, sample_fps)
+        return _guarded(path, _decode_pyav, processor, max_frame_num, sample_fps)
     except VideoDecodeError as error:
-        raise VideoDecodeError(path, error.reason + decord_failure) from error
+        if backend == "pyav":
+            raise
+        try:
+            return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps)
+        except VideoDecodeError as fallback:
+            raise VideoDecodeError(path, f"{error.reason} (decord: {fallback.reason})") from error
+
+
+def _guarded(path: Path, decode, *args) -> DecodedVideo:
+    """Run one backend; any failure becomes a VideoDecodeError naming the file."""
+    try:
+        return decode(path, *args)
+    except VideoDecodeError:
+        raise
     except Exception as error:
-        raise VideoDecodeError(path, f"corrupt or unreadable video: {error}{decord_failure}") from error
+        raise VideoDecodeError(path, f"corrupt or unreadable video: {type(error).__name__}: {error}") from error

@@ -114,3 +114,14 @@ def test_answer_video_reports_what_the_model_did(tiny_model):
         answer_video(model, tokenizer, processor, frames, "q", "<image><image>")
     with pytest.raises(ValueError, match="no frames"):
         answer_video(model, tokenizer, processor, frames[:0], "q", video_user_turn("q"))
+
+
+def test_clip_frames_equal_transformers_clip_processor_on_many_shapes():
+    rng = np.random.RandomState(0)
+    processor = VideoProcessor(384, 224)
+    for height, width in ((720, 1280), (1280, 720), (224, 224), (225, 300), (481, 263), (100, 99), (37, 500)):
+        image = rng.randint(0, 256, (height, width, 3), dtype=np.uint8)
+        reference = processor.clip_image_processor(images=image, do_rescale=False, do_normalize=False,
+                                                   return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
+        ours = processor(image[None]).clip[0].numpy()
+        assert np.array_equal(ours, reference.astype(np.uint8)), (height, width)

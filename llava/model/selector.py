@@ -4,7 +4,7 @@ The released `SeqFrameSelector` walks frames by descending frame-to-text similar
 or after K picks, skips frames marked "visited", and marks every frame whose frame-to-frame similarity (f2f) with a
 pick exceeds `f2f_thrd` (strict) as visited; `distribute_frames` then tops the picks up to exactly K. Here a frame is
 rejected when its highest similarity to the frames already picked exceeds the threshold, which is the same rule
-without the N x N matrix: O(N*K) time and memory.
+without the N x N matrix: O(N*K) time, O(N) memory.
 """
 
 from dataclasses import dataclass
@@ -53,29 +53,38 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_keyframes(
-    image_embs: torch.Tensor, text_emb: torch.Tensor, max_frames: int, f2f_thrd: float, f2t_thrd: float
+    image_embs: torch.Tensor, text_emb: torch.Tensor, max_frames: int, f2f_thrd: float, f2t_thrd: float,
+    block: int = 512,
 ) -> tuple[list[int], torch.Tensor]:
     """Greedy DKS pass. image_embs (N, P), text_emb (P,) -> (picked frame indices in pick order, f2t (N,)).
 
-    Exact ties in relevance are visited in frame order (a stable sort).
+    Candidates are examined in relevance order, `block` at a time: one matmul gives each candidate's highest
+    similarity to the picks so far, and each new pick updates only the rest of the block. Exact ties in relevance are
+    visited in frame order (a stable sort).
     """
-    image_embs = image_embs.float()
-    relevance = cosine_matrix(image_embs, text_emb.float()[None]).reshape(-1)
+    embs = image_embs.float()
+    norms = torch.linalg.vector_norm(embs, dim=1).clamp_min(1e-12)  # rows are normalised only when examined
+    relevance = embs @ F.normalize(text_emb.float(), p=2, dim=0) / norms
     order = torch.sort(relevance, descending=True, stable=True).indices
     order = order[relevance[order] >= f2t_thrd]
-    unit = F.normalize(image_embs, p=2, dim=1)
-    closest = torch.full_like(relevance, -torch.inf)  # highest similarity of each frame to any pick so far
     picks: list[int] = []
-    start = 0
-    while len(picks) < max_frames and start < len(order):
-        free = closest[order[start:]] <= f2f_thrd
-        if not bool(free.any()):
+    picked = embs.new_zeros(0, embs.shape[1])  # unit vectors of the picks
+    for start in range(0, len(order), block):
+        if len(picks) >= max_frames:
             break
-        start += int(free.int().argmax())
-        frame = int(order[start])
-        picks.append(frame)
-        closest = torch.maximum(closest, unit @ unit[frame])
-        start += 1
+        candidates = order[start : start + block]
+        vectors = embs[candidates] / norms[candidates, None]
+        closest = (vectors @ picked.T).amax(dim=1) if picks else torch.full((len(candidates),), -torch.inf)
+        row = 0
+        while len(picks) < max_frames:
+            free = (closest[row:] <= f2f_thrd).nonzero()
+            if len(free) == 0:
+                break
+            row += int(free[0])
+            picks.append(int(candidates[row]))
+            picked = torch.cat([picked, vectors[row : row + 1]])
+            closest = torch.maximum(closest, vectors @ vectors[row])
+            row += 1
     return picks, relevance
 
 
