@@ -3,15 +3,12 @@
 from llava.constants import DEFAULT_IMAGE_TOKEN
 
 SYSTEM_PROMPT = "You are a helpful assistant."
+ASSISTANT_HEADER = "<|im_start|>assistant\n"
 
 
 def chat_prompt(user_text: str, system: str = SYSTEM_PROMPT) -> str:
     """`qwen_1_5` template for one user turn, ending where the assistant's answer starts."""
-    return (
-        f"<|im_start|>system\n{system}<|im_end|>\n"
-        f"<|im_start|>user\n{user_text}<|im_end|>\n"
-        f"<|im_start|>assistant\n"
-    )
+    return "".join(text for text, _ in conversation_pieces([("user", user_text)], system)) + ASSISTANT_HEADER
 
 
 def video_user_turn(prompt: str) -> str:
@@ -35,7 +32,7 @@ def conversation_pieces(turns: list[tuple[str, str]], system: str = SYSTEM_PROMP
         if role == "user":
             pieces.append((f"<|im_start|>user\n{text}<|im_end|>\n", False))
         elif role == "assistant":
-            pieces += [("<|im_start|>assistant\n", False), (f"{text}<|im_end|>", True), ("\n", False)]
+            pieces += [(ASSISTANT_HEADER, False), (f"{text}<|im_end|>", True), ("\n", False)]
         else:
             raise ValueError(f"turn role {role!r}: expected 'user' or 'assistant'")
     return pieces
