@@ -227,3 +227,32 @@ def test_chunk_order_when_the_first_keyframe_comes_late(tiny_model, rule):
         torch.testing.assert_close(merged_a[frame], merged_b[frame], rtol=0, atol=1e-5)
     for frame in (7, 10):
         torch.testing.assert_close(pooled_a[frame], pooled_b[frame], rtol=0, atol=1e-5)
+
+
+def test_half_precision_keeps_the_dfm_softmax_in_float32(tiny_checkpoint):
+    video = _video(10, seed=12)
+    full = load_model(tiny_checkpoint)
+    half = load_model(tiny_checkpoint, dtype="bf16")
+    assert half.model.mm_projector[0].weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        reference = full.model.encode_video(video)
+        encoding = half.model.encode_video(video)
+        features = half.model.project_frames(video.frames.siglip[:2])
+        keys = half.model.composer_projector.reference_keys(features)
+        weights = half.model.composer_projector.patch_weights(features, half.model.embed_query(video.query_ids), keys)
+    assert encoding.tokens.dtype == torch.bfloat16 and weights.dtype == torch.float32
+    assert encoding.keyframes == reference.keyframes
+    scale = reference.tokens.abs().max()
+    assert (encoding.tokens.float() - reference.tokens).abs().max() < 0.05 * scale
+
+
+def test_generation_computes_logits_for_the_last_position_only(tiny_model):
+    _, model, _, _ = tiny_model
+    widths = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: widths.append(i[0].shape[1]))
+    try:
+        model.generate(torch.tensor([[5, IMAGE_TOKEN_INDEX, 7, 8]]), videos=[_video(6)], max_new_tokens=3,
+                       do_sample=False)
+    finally:
+        hook.remove()
+    assert widths == [1, 1, 1]  # prefill of ~1,500 tokens, then two decoding steps: one position each
