@@ -1,0 +1,1 @@
+"""Training: dataset registry, samples and collator, the trainer entry (`train`), LoRA merge (`merge_lora`)."""

@@ -1,0 +1,175 @@
+"""Training samples: a registry record -> token ids, labels and decoded frames, plus the batch collator.
+
+Labels keep only the assistant answers (and their `<|im_end|>`); everything else is IGNORE_INDEX. A sample whose
+text plus video tokens exceed `model_max_length` is truncated at the end of its text; when the cut would fall inside
+(or before) the video block, or leaves no answer token, the sample is dropped. A video that cannot be read drops
+its sample too. Such samples come out as `Sample(event=...)` and the collator passes the events on, so that the
+trainer (in the main process, whatever the number of DataLoader workers) logs, counts and limits them.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.conversation import conversation_pieces
+from llava.inference import video_inputs
+from llava.mm_utils import tokenizer_image_token
+from llava.model.modeling_llava_qwen import VideoInputs
+from llava.model.pooling import pooled_tokens_per_keyframe
+from llava.processing import VideoFrames, VideoProcessor
+from llava.train.registry import TrainRecord
+from llava.video import VideoDecodeError, load_video
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass(frozen=True)
+class DataEvent:
+    """Something that happened to one record: "truncated", "dropped" (too long) or "failed" (unreadable video)."""
+
+    kind: str
+    source: str  # "file.json#index"
+    message: str
+
+
+@dataclass
+class Sample:
+    input_ids: torch.Tensor | None  # (L,) with one IMAGE_TOKEN_INDEX when there is a video
+    labels: torch.Tensor | None  # (L,)
+    video: VideoInputs | None
+    event: DataEvent | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.input_ids is not None
+
+
+def tokenize_conversation(turns, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(role, text) turns -> input_ids (L,) and labels (L,), IGNORE_INDEX outside the assistant answers."""
+    ids, labels = [], []
+    for text, is_target in conversation_pieces(list(turns)):
+        piece = tokenizer_image_token(text, tokenizer)
+        ids.append(piece)
+        labels.append(piece.clone() if is_target else torch.full_like(piece, IGNORE_INDEX))
+    return torch.cat(ids), torch.cat(labels)
+
+
+def load_frame_folder(folder: Path, processor: VideoProcessor, max_frame_num: int) -> VideoFrames:
+    """A folder of frame images (sorted by file name) -> at most `max_frame_num` evenly spaced frames."""
+    if not folder.is_dir():
+        raise VideoDecodeError(folder, "frames folder not found")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise VideoDecodeError(folder, f"no frame images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
+    if len(files) > max_frame_num:
+        files = [files[i] for i in np.linspace(0, len(files) - 1, max_frame_num, dtype=int)]
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                images.append(image.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as error:
+            raise VideoDecodeError(file, f"unreadable frame image: {error}") from error
+    return processor(images)
+
+
+class VisualTokenCounter:
+    """Tokens one video of N frames becomes: min(N, K) keyframes x pooled tokens + one per other frame + newline."""
+
+    def __init__(self, config, grid_size: int):
+        self.keyframes = config.max_frame_num
+        pool_mode, pool_stride = config.mm_spatial_pool_mode, config.mm_spatial_pool_stride
+        self.per_keyframe = pooled_tokens_per_keyframe(grid_size, pool_mode, pool_stride)
+
+    def __call__(self, num_frames: int) -> int:
+        keyframes = min(num_frames, self.keyframes)
+        return keyframes * self.per_keyframe + (num_frames - keyframes) + 1
+
+
+class SupervisedVideoDataset(torch.utils.data.Dataset):
+    """Registry records -> `Sample`s (decoded on access, so DataLoader workers decode ahead of the model)."""
+
+    def __init__(self, records: list[TrainRecord], tokenizer, processor: VideoProcessor,
+                 visual_tokens: VisualTokenCounter, model_max_length: int):
+        self.records = records
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.visual_tokens = visual_tokens
+        self.model_max_length = model_max_length
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Sample:
+        record = self.records[index]
+        input_ids, labels = tokenize_conversation(record.turns, self.tokenizer)
+        video = None
+        if record.video is not None:
+            try:
+                video = self._video(record)
+            except VideoDecodeError as error:
+                return Sample(None, None, None, DataEvent("failed", record.source, str(error)))
+        return self._fit(record, input_ids, labels, video)
+
+    def _video(self, record: TrainRecord) -> VideoInputs:
+        if record.frames:
+            frames = load_frame_folder(record.video, self.processor, record.max_frame_num)
+        else:
+            decoded = load_video(record.video, self.processor, record.max_frame_num, sample_fps=record.fps)
+            frames = decoded.frames
+        return video_inputs(self.processor, frames, record.query)
+
+    def _fit(self, record: TrainRecord, input_ids, labels, video) -> Sample:
+        """Truncate the text after the video to `model_max_length` tokens in all, or drop the sample."""
+        visual = self.visual_tokens(len(video.frames)) if video is not None else 0
+        length = input_ids.shape[0] - (1 if video is not None else 0) + visual
+        if length <= self.model_max_length:
+            return Sample(input_ids, labels, video)
+        keep = self.model_max_length - visual + (1 if video is not None else 0)  # text ids kept, <image> included
+        video_end = int((input_ids == IMAGE_TOKEN_INDEX).nonzero()[0]) + 1 if video is not None else 0
+        what = f"{length} tokens ({visual} of them video) > model_max_length={self.model_max_length}"
+        if keep < video_end or keep <= 0:
+            return _dropped(record, f"{what}; the video alone does not fit")
+        if (labels[:keep] == IGNORE_INDEX).all():
+            return _dropped(record, f"{what}; no answer token would remain")
+        event = DataEvent("truncated", record.source, f"{what}; text cut to {keep} tokens")
+        return Sample(input_ids[:keep], labels[:keep], video, event)
+
+
+def _dropped(record: TrainRecord, message: str) -> Sample:
+    return Sample(None, None, None, DataEvent("dropped", record.source, message))
+
+
+class VideoCollator:
+    """Samples -> model inputs: input_ids / labels / attention_mask (B, L) right-padded, `videos` (B entries),
+    plus `data_events` (every event of the batch) and `num_samples` (usable samples). A batch without a usable
+    sample becomes one padding-only text sample so that every rank still runs every module; its loss is zeroed."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, samples: list[Sample]) -> dict:
+        events = [s.event for s in samples if s.event is not None]
+        usable = [s for s in samples if s.usable]
+        if not usable:
+            pad = torch.tensor([self.pad_token_id])
+            placeholder = Sample(pad, torch.tensor([IGNORE_INDEX]), None)
+            batch = self._pad([placeholder])
+        else:
+            batch = self._pad(usable)
+        return {**batch, "data_events": events, "num_samples": len(usable)}
+
+    def _pad(self, samples: list[Sample]) -> dict:
+        longest = max(s.input_ids.shape[0] for s in samples)
+        input_ids = torch.full((len(samples), longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), longest), dtype=torch.long)
+        for b, sample in enumerate(samples):
+            n = sample.input_ids.shape[0]
+            input_ids[b, :n], labels[b, :n], attention_mask[b, :n] = sample.input_ids, sample.labels, 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
+                "videos": [s.video for s in samples]}

@@ -1,0 +1,133 @@
+"""Training samples: label masking, length limits, unreadable videos, frame folders, the collator, the monitor."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.mm_utils import tokenizer_image_token
+from llava.train.dataset import (
+    DataEvent,
+    SupervisedVideoDataset,
+    VideoCollator,
+    VisualTokenCounter,
+    load_frame_folder,
+    tokenize_conversation,
+)
+from llava.train.example_data import write_example_videos
+from llava.train.registry import TrainRecord
+from llava.train.train import DataMonitor
+
+TURNS = (
+    ("user", "<image>\nWhat colour is the background?"),
+    ("assistant", "red"),
+    ("user", "Is the square white?"),
+    ("assistant", "yes"),
+)
+
+
+def _record(video, turns=TURNS, frames=False, max_frame_num=6, fps=1.0):
+    return TrainRecord(turns, video, "What colour is the background?", max_frame_num, fps, frames, "data.json#0")
+
+
+def _dataset(tiny_model, records, max_length=4096):
+    tokenizer, model, processor, _ = tiny_model
+    counter = VisualTokenCounter(model.config, model.model.vision_tower.grid_size)
+    return SupervisedVideoDataset(records, tokenizer, processor, counter, max_length)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    write_example_videos(folder)
+    return folder
+
+
+def test_labels_keep_only_the_assistant_answers(tiny_model):
+    tokenizer = tiny_model[0]
+    ids, labels = tokenize_conversation(TURNS, tokenizer)
+    assert ids.shape == labels.shape and (ids == IMAGE_TOKEN_INDEX).sum() == 1
+    targets = [(tokenizer.decode(ids[i : i + 1])) for i in range(len(ids)) if labels[i] != IGNORE_INDEX]
+    assert "".join(targets) == "red<|im_end|>yes<|im_end|>"
+    assert torch.equal(labels[labels != IGNORE_INDEX], ids[labels != IGNORE_INDEX])
+    full = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<image>\nWhat colour is the " \
+           "background?<|im_end|>\n<|im_start|>assistant\nred<|im_end|>\n<|im_start|>user\nIs the square white?" \
+           "<|im_end|>\n<|im_start|>assistant\nyes<|im_end|>\n"
+    assert torch.equal(ids, tokenizer_image_token(full, tokenizer))
+
+
+def test_a_sample_has_its_frames_query_and_exact_visual_token_count(tiny_model, videos):
+    _, model, _, _ = tiny_model
+    dataset = _dataset(tiny_model, [_record(videos / "blue.mp4", max_frame_num=9)])
+    sample = dataset[0]
+    assert sample.event is None and len(sample.video.frames) == 9  # 10 s at 1 fps, capped at 9
+    with torch.no_grad():
+        tokens = model.model.encode_video(sample.video).tokens
+    assert tokens.shape[0] == dataset.visual_tokens(9)
+
+
+def test_the_dataset_sampling_rate_is_honoured(tiny_model, videos):
+    dataset = _dataset(tiny_model, [_record(videos / "red.mp4", max_frame_num=100),
+                                    _record(videos / "red.mp4", max_frame_num=100, fps=2.0)])
+    one_fps, two_fps = dataset[0], dataset[1]
+    assert (len(one_fps.video.frames), len(two_fps.video.frames)) == (6, 12)  # a 6-second video
+
+
+def test_long_samples_are_truncated_after_the_video_or_dropped(tiny_model, videos):
+    record = _record(videos / "red.mp4")
+    full = _dataset(tiny_model, [record])[0]
+    visual = _dataset(tiny_model, [record]).visual_tokens(len(full.video.frames))
+    length = full.input_ids.shape[0] - 1 + visual
+    # Room for everything up to the first answer's first tokens: cut the text, keep the video.
+    first_answer = int((full.labels != IGNORE_INDEX).nonzero()[0])
+    cut = _dataset(tiny_model, [record], max_length=length - (full.input_ids.shape[0] - first_answer - 1))[0]
+    assert cut.event.kind == "truncated" and "data.json#0" == cut.event.source
+    assert cut.input_ids.shape[0] == first_answer + 1 and torch.equal(cut.input_ids, full.input_ids[: first_answer + 1])
+    # The answer would be cut entirely, or the video does not fit: dropped, never cut inside the video.
+    no_answer = _dataset(tiny_model, [record], max_length=length - (full.input_ids.shape[0] - first_answer))[0]
+    assert not no_answer.usable and no_answer.event.kind == "dropped" and "no answer token" in no_answer.event.message
+    too_small = _dataset(tiny_model, [record], max_length=visual)[0]
+    assert not too_small.usable and "the video alone does not fit" in too_small.event.message
+
+
+def test_an_unreadable_video_becomes_a_failed_event_naming_it(tiny_model, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    sample = _dataset(tiny_model, [_record(broken)])[0]
+    assert not sample.usable and sample.event.kind == "failed" and str(broken) in sample.event.message
+
+
+def test_frame_folders_are_read_in_name_order_and_capped(tiny_model, tmp_path):
+    processor = tiny_model[2]
+    for i in range(10):
+        Image.fromarray(np.full((40, 60, 3), i * 20, dtype=np.uint8)).save(tmp_path / f"frame_{i:03d}.png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    frames = load_frame_folder(tmp_path, processor, max_frame_num=4)
+    assert len(frames) == 4
+    assert [int(frames.siglip[i, 0, 0, 0]) for i in range(4)] == [0, 60, 120, 180]  # files 0, 3, 6, 9
+    sample = _dataset(tiny_model, [_record(tmp_path, frames=True, max_frame_num=5)])[0]
+    assert sample.event is None and len(sample.video.frames) == 5
+
+
+def test_the_collator_pads_and_replaces_an_all_skipped_batch(tiny_model, videos, tmp_path):
+    tokenizer = tiny_model[0]
+    dataset = _dataset(tiny_model, [_record(videos / "red.mp4"), _record(tmp_path / "missing.mp4"),
+                                    _record(None, turns=(("user", "hi"), ("assistant", "hello")))])
+    collate = VideoCollator(tokenizer.pad_token_id)
+    batch = collate([dataset[0], dataset[1], dataset[2]])
+    assert batch["num_samples"] == 2 and batch["input_ids"].shape[0] == 2 and batch["videos"][1] is None
+    assert [e.kind for e in batch["data_events"]] == ["failed"]
+    assert batch["attention_mask"][1].sum() == dataset[2].input_ids.shape[0]
+    assert (batch["labels"][1][batch["attention_mask"][1] == 0] == IGNORE_INDEX).all()
+    empty = collate([dataset[1]])
+    assert empty["num_samples"] == 0 and empty["videos"] == [None] and (empty["labels"] == IGNORE_INDEX).all()
+
+
+def test_the_monitor_stops_past_the_failure_fraction():
+    monitor = DataMonitor(num_records=20, max_failed_fraction=0.1)
+    failed = [DataEvent("failed", f"d.json#{i}", "bad") for i in range(3)]
+    monitor.update(failed[:2] + failed[:2] + [DataEvent("truncated", "d.json#5", "long")])  # repeats count once
+    assert monitor.counts == {"truncated": 1, "dropped": 0, "failed": 4} and len(monitor.failed) == 2
+    with pytest.raises(RuntimeError, match="3 records have unreadable videos.*d.json#2: bad"):
+        monitor.update(failed[2:])
