@@ -14,6 +14,7 @@ use their average rate.
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from PIL import Image
 
 from llava.processing import VideoFrames, VideoProcessor
 
+Progress = Callable[[int, int], None]  # (frames kept so far, frames planned)
 DECODE_BATCH = 16  # full-resolution frames held at once by the decord path
 DECODE_QUEUE = 4  # full-resolution frames waiting between the PyAV decoding thread and the resizing
 
@@ -61,8 +63,8 @@ def sample_indices(total_frames: int, fps: float, max_frame_num: int, sample_fps
 class _FrameSink:
     """Resizes each incoming full-resolution frame to both model resolutions and keeps only those."""
 
-    def __init__(self, processor: VideoProcessor):
-        self.processor = processor
+    def __init__(self, processor: VideoProcessor, planned: int, progress: Progress | None):
+        self.processor, self.planned, self.progress = processor, planned, progress
         self.siglip: list[np.ndarray] = []
         self.clip: list[np.ndarray] = []
 
@@ -70,6 +72,8 @@ class _FrameSink:
         image = image.convert("RGB")
         self.siglip.append(self.processor.siglip_frame(image))
         self.clip.append(self.processor.clip_frame(image))
+        if self.progress is not None:
+            self.progress(len(self.siglip), self.planned)
 
     def frames(self) -> VideoFrames:
         return VideoFrames(torch.from_numpy(np.stack(self.siglip)), torch.from_numpy(np.stack(self.clip)))
@@ -79,7 +83,8 @@ def _valid_fps(fps) -> bool:
     return fps is not None and np.isfinite(float(fps)) and float(fps) > 0
 
 
-def _decode_decord(path: Path, processor: VideoProcessor, max_frame_num: int, sample_fps: float) -> DecodedVideo:
+def _decode_decord(path: Path, processor: VideoProcessor, max_frame_num: int, sample_fps: float,
+                   progress: Progress | None) -> DecodedVideo:
     from decord import VideoReader, cpu
 
     reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
@@ -89,7 +94,7 @@ def _decode_decord(path: Path, processor: VideoProcessor, max_frame_num: int, sa
     if not _valid_fps(fps):
         raise VideoDecodeError(path, f"no usable frame rate in the file (got {fps!r})")
     indices = sample_indices(total, fps, max_frame_num, sample_fps)
-    sink = _FrameSink(processor)
+    sink = _FrameSink(processor, len(indices), progress)
     for start in range(0, len(indices), DECODE_BATCH):
         batch = reader.get_batch(indices[start : start + DECODE_BATCH]).asnumpy()  # (B, H, W, 3) uint8
         for frame in batch:
@@ -106,7 +111,8 @@ def _pyav_rate(stream, container) -> float | None:
     return None
 
 
-def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, sample_fps: float) -> DecodedVideo:
+def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, sample_fps: float,
+                 progress: Progress | None) -> DecodedVideo:
     import av
 
     with av.open(str(path)) as container:
@@ -121,7 +127,7 @@ def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, samp
     if fps is None:
         raise VideoDecodeError(path, "no frame rate in the file's metadata")
     indices = sample_indices(total, fps, max_frame_num, sample_fps)
-    sink, kept = _FrameSink(processor), []
+    sink, kept = _FrameSink(processor, len(indices), progress), []
     for position, image in _decoded_in_background(path, indices):
         sink.add(image)
         kept.append(position)
@@ -168,12 +174,14 @@ def _decoded_in_background(path: Path, indices: list[int]):
 
 
 def load_video(
-    path, processor: VideoProcessor, max_frame_num: int = 600, backend: str = "auto", sample_fps: float = 1.0
+    path, processor: VideoProcessor, max_frame_num: int = 600, backend: str = "auto", sample_fps: float = 1.0,
+    progress: Progress | None = None,
 ) -> DecodedVideo:
     """Decode `path` at about `sample_fps` frames a second (1: the paper's protocol), at most `max_frame_num` frames,
     resized by `processor` as they arrive.
 
     backend: "auto" (PyAV, then decord if PyAV fails on the file), "pyav" or "decord".
+    progress: called after each kept frame with (frames kept so far, frames planned).
     Raises `VideoDecodeError` naming the file for a missing, empty, corrupt or rate-less video.
     """
     path = Path(path)
@@ -184,14 +192,14 @@ def load_video(
     if path.stat().st_size == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
     if backend == "decord":
-        return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps)
+        return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps, progress)
     try:
-        return _guarded(path, _decode_pyav, processor, max_frame_num, sample_fps)
+        return _guarded(path, _decode_pyav, processor, max_frame_num, sample_fps, progress)
     except VideoDecodeError as error:
         if backend == "pyav":
             raise
         try:
-            return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps)
+            return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps, progress)
         except VideoDecodeError as fallback:
             raise VideoDecodeError(path, f"{error.reason} (decord: {fallback.reason})") from error
 
