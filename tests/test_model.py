@@ -256,3 +256,15 @@ def test_generation_computes_logits_for_the_last_position_only(tiny_model):
     finally:
         hook.remove()
     assert widths == [1, 1, 1]  # prefill of ~1,500 tokens, then two decoding steps: one position each
+
+
+def test_a_new_model_has_every_weight_initialised():
+    from llava.tiny import build_clip_tokenizer, build_qwen_tokenizer, tiny_config
+    from llava.model import LlavaQwenForCausalLM
+
+    model = LlavaQwenForCausalLM(tiny_config(build_qwen_tokenizer(), build_clip_tokenizer()))
+    for name, param in model.named_parameters():
+        assert torch.isfinite(param).all() and param.abs().max() < 100, name
+    newline = model.model.image_newline
+    assert 0.5 < newline.norm() < 2.0  # N(0, 1/hidden): unit norm on average
+    assert model.model.composer_projector.tau.item() == pytest.approx(0.01)

@@ -138,7 +138,8 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         )
         if composer is not None:
             self.composer_projector = composer
-        self.image_newline = nn.Parameter(torch.empty(config.hidden_size))
+        # Initialised here: Qwen2Model.__init__ already ran post_init, so _init_weights would skip this module.
+        self.image_newline = nn.Parameter(torch.randn(config.hidden_size) * config.hidden_size**-0.5)
         self.vision_chunk_size = DEFAULT_VISION_CHUNK_SIZE
         self.post_init()
 
