@@ -5,8 +5,8 @@ Protocol of the paper: keep one decoded frame every `int(fps)` frames (at least 
 images, and each is resized to the SigLIP and CLIP resolutions as it arrives: memory holds model-resolution uint8
 frames plus a few frames at full resolution.
 
-PyAV is tried first: a background thread decodes (frame-parallel FFmpeg decoding) while the caller's thread resizes,
-with at most `DECODE_QUEUE` full-resolution frames in between. decord (`VideoReader.get_batch` on the computed
+PyAV is tried first; for large frames a background thread decodes (frame-parallel FFmpeg decoding) while the caller's
+thread resizes, with at most `DECODE_QUEUE` full-resolution frames in between. decord (`VideoReader.get_batch` on the computed
 indices) is the fallback; at 1 fps nearly every frame must be decoded anyway, and decord was measured slower and 9x
 heavier in memory on long-GOP H.264 (docs/PERFORMANCE.md). Indices count decoded frames, so variable-frame-rate files
 use their average rate.
@@ -27,6 +27,7 @@ from llava.processing import VideoFrames, VideoProcessor
 Progress = Callable[[int, int], None]  # (frames kept so far, frames planned)
 DECODE_BATCH = 16  # full-resolution frames held at once by the decord path
 DECODE_QUEUE = 4  # full-resolution frames waiting between the PyAV decoding thread and the resizing
+BACKGROUND_DECODE_PIXELS = 640 * 360  # frames at least this large are decoded in a background thread
 
 
 class VideoDecodeError(RuntimeError):
@@ -120,6 +121,7 @@ def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, samp
             raise VideoDecodeError(path, "no video stream in the file")
         stream = container.streams.video[0]
         fps = _pyav_rate(stream, container)
+        large = stream.codec_context.width * stream.codec_context.height >= BACKGROUND_DECODE_PIXELS
         # The container's frame count is unreliable (absent, or wrong for variable frame rate): count packets.
         total = sum(1 for packet in container.demux(stream) if packet.size)
     if total == 0:
@@ -128,7 +130,7 @@ def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, samp
         raise VideoDecodeError(path, "no frame rate in the file's metadata")
     indices = sample_indices(total, fps, max_frame_num, sample_fps)
     sink, kept = _FrameSink(processor, len(indices), progress), []
-    for position, image in _decoded_in_background(path, indices):
+    for position, image in _decoded_frames(path, indices, background=large):
         sink.add(image)
         kept.append(position)
     if not kept:
@@ -136,23 +138,39 @@ def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, samp
     return DecodedVideo(sink.frames(), kept, fps, total, "pyav")
 
 
-def _decoded_in_background(path: Path, indices: list[int]):
-    """Yield (position, PIL image) for the wanted decoded-frame positions, decoded by a background thread."""
+def _decoded_frames(path: Path, indices: list[int], background: bool):
+    """Yield (position, PIL image) for the wanted decoded-frame positions.
+
+    background: decode in a thread while the caller resizes. Worth it for large frames only: each hand-off through
+    the queue can wait for Python's thread switch interval (5 ms), more than small frames take to decode.
+    """
     import av
+    from av.video.reformatter import VideoReformatter
 
     wanted, last = set(indices), indices[-1]
+
+    def frames():
+        to_rgb = VideoReformatter()  # reused: `frame.to_image()` builds a converter per frame (~7 ms each)
+        with av.open(str(path)) as container:
+            container.streams.video[0].thread_type = "AUTO"  # frame-parallel FFmpeg decoding
+            for position, frame in enumerate(container.decode(video=0)):
+                if position > last:
+                    return
+                if position in wanted:
+                    yield position, to_rgb.reformat(frame, format="rgb24").to_image()
+
+    if not background:
+        yield from frames()
+        return
     handoff: queue.Queue = queue.Queue(maxsize=DECODE_QUEUE)
     stop = threading.Event()
 
     def decode() -> None:
         try:
-            with av.open(str(path)) as container:
-                container.streams.video[0].thread_type = "AUTO"
-                for position, frame in enumerate(container.decode(video=0)):
-                    if stop.is_set() or position > last:
-                        break
-                    if position in wanted:
-                        handoff.put((position, frame.to_image()))
+            for item in frames():
+                if stop.is_set():
+                    break
+                handoff.put(item)
         except Exception as error:  # handed to the consumer, which raises it
             handoff.put(error)
         handoff.put(None)
