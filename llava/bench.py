@@ -282,15 +282,14 @@ def make_video(path: Path, seconds: int, width: int = 1280, height: int = 720, f
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.mp4")
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ys, xs = np.mgrid[0:height, 0:width]
+    base = np.stack([xs * 255 // width, ys * 255 // height, (xs + ys) % 256], axis=-1).astype(np.uint8)
     with av.open(str(partial), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "ultrafast", "crf": "28"}
         for i in range(seconds * fps):
-            phase = i / fps
-            image = np.stack([(xs / width * 255 + 40 * phase) % 256, (ys / height * 255 + 25 * phase) % 256,
-                              np.full_like(xs, (i * 3) % 256)], axis=-1).astype(np.uint8)
+            image = np.roll(base, (i * 3, i * 5), axis=(0, 1))  # the gradient drifts: every frame differs
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
     partial.rename(path)

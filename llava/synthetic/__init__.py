@@ -1,0 +1,129 @@
+"""A synthetic long-video QA task that only the video can answer: "What colour is the background when the white
+square appears?"
+
+Every video (1 fps, H.264 via PyAV, `SIZE`x`SIZE` pixels, `MIN_SECONDS`-`MAX_SECONDS` s) is four scenes, one per
+colour of `COLOURS` in a random order and of random lengths. A small white square (the needle) appears in
+`NEEDLE_FRAMES` consecutive frames inside exactly one scene. The four options are always the four colours in the
+fixed order of `COLOURS` (A. red, B. green, C. blue, D. yellow), and each of them is the background of one scene, so
+the question text says nothing about the answer. Answers are balanced over the options, and the needle's scene over
+the four scene slots; `position` (early / middle / late: the needle's third of the video) is the breakdown field.
+
+    python -m llava.synthetic OUT_DIR --train 300 --test 60 --seed 0
+
+writes OUT_DIR/videos/*.mp4, OUT_DIR/blank/*.mp4 (a uniform grey video of the same length for every test video:
+the text-only control), OUT_DIR/train.json (records in the `example-10.json` format), OUT_DIR/training_data.yaml (a
+registry entry for them) and OUT_DIR/test.jsonl (rows of `llava.eval.generic`: id, video, question, options,
+answer, task = position, and needle_frames).
+"""
+
+import json
+import random
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.conversation import multiple_choice_prompt
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
+QUESTION = "What colour is the background when the white square appears?"
+OPTIONS = [f"{chr(ord('A') + i)}. {name}" for i, name in enumerate(COLOURS)]
+SIZE = 32  # frame side in pixels
+NEEDLE_SIDE = 8  # side of the white square in pixels
+NEEDLE_FRAMES = 3  # consecutive frames showing the needle
+MIN_SECONDS, MAX_SECONDS = 20, 60  # video length; 1 frame a second
+MIN_SCENE = 4  # shortest scene in frames
+GREY = (128, 128, 128)
+
+
+def plan_video(rng: random.Random, answer: int, slot: int) -> dict:
+    """Layout of one video whose needle is in scene `slot` (0..3) and whose background there is colour `answer`."""
+    names = list(COLOURS)
+    others = [name for i, name in enumerate(names) if i != answer]
+    rng.shuffle(others)
+    scenes = others[:slot] + [names[answer]] + others[slot:]
+    length = rng.randint(MIN_SECONDS, MAX_SECONDS)
+    cuts = sorted(rng.sample(range(MIN_SCENE, length - MIN_SCENE + 1), 3))
+    while min(b - a for a, b in zip([0, *cuts], [*cuts, length])) < MIN_SCENE:
+        cuts = sorted(rng.sample(range(MIN_SCENE, length - MIN_SCENE + 1), 3))
+    bounds = list(zip([0, *cuts], [*cuts, length]))
+    start, end = bounds[slot]
+    first = rng.randint(start, end - NEEDLE_FRAMES)
+    return {
+        "frames": length,
+        "scenes": [{"colour": name, "start": a, "end": b} for name, (a, b) in zip(scenes, bounds)],
+        "needle_frames": list(range(first, first + NEEDLE_FRAMES)),
+        "needle_xy": (rng.randint(0, SIZE - NEEDLE_SIDE), rng.randint(0, SIZE - NEEDLE_SIDE)),
+        "answer": names[answer],
+    }
+
+
+def render(plan: dict) -> np.ndarray:
+    """(N, SIZE, SIZE, 3) uint8 frames of a planned video."""
+    frames = np.zeros((plan["frames"], SIZE, SIZE, 3), dtype=np.uint8)
+    for scene in plan["scenes"]:
+        frames[scene["start"] : scene["end"]] = COLOURS[scene["colour"]]
+    x, y = plan["needle_xy"]
+    for f in plan["needle_frames"]:
+        frames[f, y : y + NEEDLE_SIDE, x : x + NEEDLE_SIDE] = 255
+    return frames
+
+
+def write_video(path: Path, frames: np.ndarray) -> Path:
+    """H.264 .mp4 at 1 frame a second."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(1, 1))
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+        stream.options = {"crf": "12"}
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def position(plan: dict) -> str:
+    """early / middle / late: the third of the video holding the needle's middle frame."""
+    middle = plan["needle_frames"][NEEDLE_FRAMES // 2]
+    return ("early", "middle", "late")[min(3 * middle // plan["frames"], 2)]
+
+
+def generate(out_dir, train: int, test: int, seed: int = 0) -> Path:
+    """Write the train and test splits (see the module docstring); returns `out_dir`."""
+    if train < 1 or test < 1:
+        raise ValueError(f"--train {train} / --test {test}: both splits need at least one video")
+    out_dir = Path(out_dir)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    (out_dir / "blank").mkdir(exist_ok=True)
+    rng = random.Random(seed)
+    plans = []
+    for split, count in (("train", train), ("test", test)):
+        # answer i % 4 and needle slot (i // 4) % 4: every (answer, slot) pair equally often, in shuffled order
+        pairs = [(i % 4, i // 4 % 4) for i in range(count)]
+        rng.shuffle(pairs)
+        plans += [(split, f"{split}_{i:04d}", plan_video(rng, a, s)) for i, (a, s) in enumerate(pairs)]
+    records, rows = [], []
+    prompt = multiple_choice_prompt(QUESTION, OPTIONS)
+    answer_option = {name: option for name, option in zip(COLOURS, OPTIONS)}
+    for split, name, plan in plans:
+        frames = render(plan)
+        write_video(out_dir / "videos" / f"{name}.mp4", frames)
+        if split == "train":
+            records.append({
+                "video": f"{name}.mp4", "query": QUESTION, "needle_frames": plan["needle_frames"],
+                "conversations": [{"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{prompt}"},
+                                  {"from": "gpt", "value": answer_option[plan["answer"]]}],
+            })  # fmt: skip
+        else:
+            write_video(out_dir / "blank" / f"{name}.mp4", np.full_like(frames, GREY))
+            rows.append({"id": name, "video": f"{name}.mp4", "question": QUESTION, "options": OPTIONS,
+                         "answer": answer_option[plan["answer"]], "task": position(plan),
+                         "needle_frames": plan["needle_frames"], "scenes": plan["scenes"]})
+    (out_dir / "train.json").write_text(json.dumps(records, indent=1))
+    (out_dir / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (out_dir / "training_data.yaml").write_text(
+        "# Synthetic needle-colour task (python -m llava.synthetic); paths relative to this file.\n"
+        "datasets:\n  - json_path: train.json\n    sampling_strategy: all\n    video_folder: videos\n    fps: 1\n"
+    )
+    return out_dir
