@@ -54,7 +54,7 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def greedy_keyframes(
     image_embs: torch.Tensor, text_emb: torch.Tensor, max_frames: int, f2f_thrd: float, f2t_thrd: float,
-    block: int = 512,
+    block: int = 128,
 ) -> tuple[list[int], torch.Tensor]:
     """Greedy DKS pass. image_embs (N, P), text_emb (P,) -> (picked frame indices in pick order, f2t (N,)).
 
@@ -65,8 +65,8 @@ def greedy_keyframes(
     embs = image_embs.float()
     norms = torch.linalg.vector_norm(embs, dim=1).clamp_min(1e-12)  # rows are normalised only when examined
     relevance = embs @ F.normalize(text_emb.float(), p=2, dim=0) / norms
-    order = torch.sort(relevance, descending=True, stable=True).indices
-    order = order[relevance[order] >= f2t_thrd]
+    ranked, order = torch.sort(relevance, descending=True, stable=True)
+    order = order[: int((ranked >= f2t_thrd).sum())]  # stop below the relevance floor
     picks: list[int] = []
     picked = embs.new_zeros(0, embs.shape[1])  # unit vectors of the picks
     for start in range(0, len(order), block):
@@ -89,62 +89,55 @@ def greedy_keyframes(
 
 
 def distribute_frames(is_selected: list[int], max_frame_num: int) -> list[int]:
-    """Temporal fill of the released selector: add frames to a 0/1 list until `max_frame_num` are set.
+    """Temporal fill of the released selector on a 0/1 list (the released interface): see `fill_keyframes`."""
+    picks = [i for i, value in enumerate(is_selected) if value]
+    result = list(is_selected)
+    for frame in fill_keyframes(picks, len(is_selected), max_frame_num):
+        result[frame] = 1
+    return result
+
+
+def fill_keyframes(picks: list[int], num_frames: int, max_frame_num: int) -> set[int]:
+    """Frames the released fill adds to the sorted `picks` so that `max_frame_num` are chosen. O(K log N).
 
     Finds the smallest spacing D (binary search over 1..N) such that cutting every unselected run of length L into
     pieces of at most D needs no more than the budget, places ceil(L/D)-1 evenly spaced frames in each run
     (step ceil(L/k+1), clamped to the run's end), then spends any leftover budget on the last free frames, walking
-    the runs backwards from the end. A list already over budget is returned unchanged.
+    the runs backwards from the end. Picks already over budget get nothing added.
     """
-    n = len(is_selected)
-    budget = max_frame_num - sum(is_selected)
-    runs = _unselected_runs(is_selected)
+    budget = max_frame_num - len(picks)
+    bounds = [-1, *picks, num_frames]
+    runs = [(a + 1, b - 1) for a, b in zip(bounds, bounds[1:]) if a + 1 <= b - 1]
 
     def fills(length: int, spacing: int) -> int:
         return -(-length // spacing) - 1
 
-    low, high = 1, n
+    low, high = 1, num_frames
     while low < high:
         mid = (low + high) // 2
         if sum(fills(end - start + 1, mid) for start, end in runs) <= budget:
             high = mid
         else:
             low = mid + 1
-    spacing = low
 
-    result = list(is_selected)
+    added: set[int] = set()
     placed = 0
     for start, end in runs:
         length = end - start + 1
-        count = fills(length, spacing)
+        count = fills(length, low)
         if count > 0:
             placed += count
             step = -(-length // (count + 1))
-            for i in range(1, count + 1):
-                result[min(start + step * i, end)] = 1
+            added.update(min(start + step * i, end) for i in range(1, count + 1))
     leftover = budget - placed
     for start, end in reversed(runs):
         for pos in range(end, start - 1, -1):
             if leftover <= 0:
-                return result
-            if not result[pos]:
-                result[pos] = 1
+                return added
+            if pos not in added:
+                added.add(pos)
                 leftover -= 1
-    return result
-
-
-def _unselected_runs(is_selected: list[int]) -> list[tuple[int, int]]:
-    """Maximal runs of zeros as inclusive (start, end) pairs."""
-    runs, start = [], None
-    for i, value in enumerate(is_selected):
-        if not value and start is None:
-            start = i
-        elif value and start is not None:
-            runs.append((start, i - 1))
-            start = None
-    if start is not None:
-        runs.append((start, len(is_selected) - 1))
-    return runs
+    return added
 
 
 def select_keyframes(
@@ -152,11 +145,9 @@ def select_keyframes(
 ) -> KeyframeSelection:
     """Full DKS: greedy pass, then temporal fill to exactly `max_frames` (every frame when N <= max_frames)."""
     picks, relevance = greedy_keyframes(image_embs, text_emb, max_frames, f2f_thrd, f2t_thrd)
-    mask = [0] * len(relevance)
-    for frame in picks:
-        mask[frame] = 1
-    filled = distribute_frames(mask, max_frames)
-    return KeyframeSelection([i for i, v in enumerate(filled) if v], sorted(picks), relevance)
+    picks = sorted(picks)
+    keyframes = sorted(set(picks) | fill_keyframes(picks, len(relevance), max_frames))
+    return KeyframeSelection(keyframes, picks, relevance)
 
 
 def uniform_keyframes(num_frames: int, max_frames: int) -> list[int]:
