@@ -62,22 +62,27 @@ def sample_indices(total_frames: int, fps: float, max_frame_num: int, sample_fps
 
 
 class _FrameSink:
-    """Resizes each incoming full-resolution frame to both model resolutions and keeps only those."""
+    """Resizes each incoming full-resolution frame to both model resolutions, straight into preallocated uint8
+    arrays (no list of frames to stack afterwards, which would hold every frame twice)."""
 
     def __init__(self, processor: VideoProcessor, planned: int, progress: Progress | None):
         self.processor, self.planned, self.progress = processor, planned, progress
-        self.siglip: list[np.ndarray] = []
-        self.clip: list[np.ndarray] = []
+        side, clip = processor.siglip_size, processor.clip_size
+        self.siglip = np.empty((planned, side, side, 3), dtype=np.uint8)
+        self.clip = np.empty((planned, clip, clip, 3), dtype=np.uint8)
+        self.count = 0
 
     def add(self, image: Image.Image) -> None:
         image = image.convert("RGB")
-        self.siglip.append(self.processor.siglip_frame(image))
-        self.clip.append(self.processor.clip_frame(image))
+        self.siglip[self.count] = self.processor.siglip_frame(image)
+        self.clip[self.count] = self.processor.clip_frame(image)
+        self.count += 1
         if self.progress is not None:
-            self.progress(len(self.siglip), self.planned)
+            self.progress(self.count, self.planned)
 
     def frames(self) -> VideoFrames:
-        return VideoFrames(torch.from_numpy(np.stack(self.siglip)), torch.from_numpy(np.stack(self.clip)))
+        """The frames received (fewer than planned when the file ends early)."""
+        return VideoFrames(torch.from_numpy(self.siglip[: self.count]), torch.from_numpy(self.clip[: self.count]))
 
 
 def _valid_fps(fps) -> bool:
