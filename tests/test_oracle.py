@@ -46,18 +46,12 @@ def test_checker_catches_a_one_index_shift_in_the_dfm_reference(monkeypatch):
 
 
 def test_checker_catches_a_one_index_shift_in_the_fill_step(monkeypatch):
-    original = selector.distribute_frames
+    original = selector.fill_keyframes
 
-    def shifted(is_selected, max_frame_num):
-        filled = original(is_selected, max_frame_num)
-        moved = list(is_selected)
-        for i, value in enumerate(filled):
-            if value and not is_selected[i]:
-                moved[min(i + 1, len(moved) - 1)] = 1
-        return moved
+    def shifted(picks, num_frames, max_frame_num):
+        return {min(frame + 1, num_frames - 1) for frame in original(picks, num_frames, max_frame_num)}
 
-    monkeypatch.setattr(selector, "distribute_frames", shifted)
-    monkeypatch.setattr(check_oracle, "distribute_frames", shifted)
+    monkeypatch.setattr(selector, "fill_keyframes", shifted)  # used by the model's selection and the 0/1 interface
     failed = _failed("case_d")  # case_d's greedy pass stops early, so its keyframes need the fill
     assert {"selector.distribute_frames (8 cases)", "selector.hard_mask", "encode.keyframes"} <= failed
 
