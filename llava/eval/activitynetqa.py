@@ -7,7 +7,7 @@ Videos are `v_{id}` or `{id}` with .mp4, .mkv or .webm in --video_dir. Score: ye
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, read_jsonl, require, row_ids
+from llava.eval.harness import Benchmark, Item, question_rows
 from llava.eval.score import table
 
 MAX_NEW_TOKENS = 256
@@ -20,10 +20,8 @@ def video_candidates(video_dir: Path, video_id: str) -> tuple[Path, ...]:
 
 
 def load(args) -> list[Item]:
-    rows = read_jsonl(args.dataset_path)
     items = []
-    for number, (qid, r) in enumerate(zip(row_ids(rows, "videoID"), rows), 1):
-        require(r, ("videoID", "question", "answer"), f"{args.dataset_path} row {number}")
+    for _, qid, r in question_rows(args.dataset_path, ("videoID", "question", "answer")):
         video, answer = str(r["videoID"]), str(r["answer"])
         kind = "yes/no" if answer.strip().lower() in ("yes", "no") else "other"
         items.append(Item(str(r.get("question_id", qid)), video, video_candidates(Path(args.video_dir), video),

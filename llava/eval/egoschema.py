@@ -3,18 +3,15 @@
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, multiple_choice_item, read_jsonl, require, row_ids
+from llava.eval.harness import Benchmark, Item, multiple_choice_item, question_rows
 from llava.eval.score import table
 
 MAX_NEW_TOKENS = 256
 
 
 def load(args) -> list[Item]:
-    rows = read_jsonl(args.dataset_path)
     items = []
-    for number, (qid, r) in enumerate(zip(row_ids(rows, "videoID"), rows), 1):
-        where = f"{args.dataset_path} row {number}"
-        require(r, ("videoID", "question", "options", "answer"), where)
+    for where, qid, r in question_rows(args.dataset_path, ("videoID", "question", "options", "answer")):
         name = str(r["videoID"])
         name = name if Path(name).suffix else f"{name}.mp4"
         items.append(multiple_choice_item(where, str(r.get("q_uid", qid)), Path(name).stem,

@@ -10,16 +10,13 @@ exact and relaxed match. Rows without `answer` are generated but not scored.
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, main, multiple_choice_item, read_jsonl, require, row_ids
+from llava.eval.harness import Benchmark, Item, main, multiple_choice_item, question_rows
 from llava.eval.score import table
 
 
 def load(args) -> list[Item]:
-    rows = read_jsonl(args.dataset_path)
     items = []
-    for number, (qid, r) in enumerate(zip(row_ids(rows, "video"), rows), 1):
-        where = f"{args.dataset_path} row {number}"
-        require(r, ("video", "question"), where)
+    for where, qid, r in question_rows(args.dataset_path, ("video", "question")):
         qid, video = str(r.get("id", qid)), Path(args.video_dir) / str(r["video"])
         fields = {"task": str(r.get("task", "all"))}
         if r.get("options"):

@@ -84,10 +84,18 @@ def read_jsonl(path) -> list[dict]:
     return rows
 
 
-def require(row: dict, keys: tuple[str, ...], where: str) -> None:
-    missing = [key for key in keys if key not in row]
-    if missing:
-        raise EvalError(f"{where}: missing field(s) {missing}")
+def question_rows(path, required: tuple[str, ...]) -> list[tuple[str, str, dict]]:
+    """(where, stable id, row) for every row of a JSON-lines question file; `required[0]` is the video field.
+
+    Every row is checked for the `required` fields first; a missing one raises EvalError naming file and row.
+    """
+    rows = read_jsonl(path)
+    for number, row in enumerate(rows, 1):
+        missing = [key for key in required if key not in row]
+        if missing:
+            raise EvalError(f"{path} row {number}: missing field(s) {missing}")
+    return [(f"{path} row {number}", qid, row)
+            for number, (qid, row) in enumerate(zip(row_ids(rows, required[0]), rows), 1)]
 
 
 def row_ids(rows: list[dict], video_key: str) -> list[str]:

@@ -3,18 +3,15 @@ answer (the full option). Score: overall, and by `duration_group` when the rows 
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, multiple_choice_item, read_jsonl, require, row_ids
+from llava.eval.harness import Benchmark, Item, multiple_choice_item, question_rows
 from llava.eval.score import table
 
 MAX_NEW_TOKENS = 128
 
 
 def load(args) -> list[Item]:
-    rows = read_jsonl(args.dataset_path)
     items = []
-    for number, (qid, r) in enumerate(zip(row_ids(rows, "video"), rows), 1):
-        where = f"{args.dataset_path} row {number}"
-        require(r, ("video", "question", "options", "answer"), where)
+    for where, qid, r in question_rows(args.dataset_path, ("video", "question", "options", "answer")):
         fields = {"duration_group": r["duration_group"]} if "duration_group" in r else {}
         video = str(r["video"])
         items.append(multiple_choice_item(where, str(r.get("id", qid)), video, (Path(args.video_dir) / f"{video}.mp4",),

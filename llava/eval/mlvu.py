@@ -7,18 +7,15 @@ mean, each labelled.
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, multiple_choice_item, read_jsonl, require, row_ids
+from llava.eval.harness import Benchmark, Item, multiple_choice_item, question_rows
 from llava.eval.score import row, table
 
 MAX_NEW_TOKENS = 256
 
 
 def load(args) -> list[Item]:
-    rows = read_jsonl(args.dataset_path)
     items = []
-    for number, (qid, r) in enumerate(zip(row_ids(rows, "video"), rows), 1):
-        where = f"{args.dataset_path} row {number}"
-        require(r, ("video", "question", "question_type", "answer"), where)
+    for where, qid, r in question_rows(args.dataset_path, ("video", "question", "question_type", "answer")):
         name = Path(r["video"]).name
         videos, fields = (Path(args.video_dir) / name,), {"question_type": r["question_type"],
                                                          "duration": r.get("duration")}
