@@ -1,5 +1,7 @@
 """Training samples: label masking, length limits, unreadable videos, frame folders, the collator, the monitor."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.mm_utils import tokenizer_image_token
 from llava.train.dataset import (
     DataEvent,
+    DecodedVideoCache,
     SupervisedVideoDataset,
     VideoCollator,
     VisualTokenCounter,
@@ -31,10 +34,11 @@ def _record(video, turns=TURNS, frames=False, max_frame_num=6, fps=1.0):
     return TrainRecord(turns, video, "What colour is the background?", max_frame_num, fps, frames, "data.json#0")
 
 
-def _dataset(tiny_model, records, max_length=4096):
+def _dataset(tiny_model, records, max_length=4096, cache_dir=None):
     tokenizer, model, processor, _ = tiny_model
     counter = VisualTokenCounter(model.config, model.model.vision_tower.grid_size)
-    return SupervisedVideoDataset(records, tokenizer, processor, counter, max_length)
+    cache = DecodedVideoCache(cache_dir, processor) if cache_dir else None
+    return SupervisedVideoDataset(records, tokenizer, processor, counter, max_length, cache)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +100,38 @@ def test_an_unreadable_video_becomes_a_failed_event_naming_it(tiny_model, tmp_pa
     broken.write_bytes(b"not a video at all")
     sample = _dataset(tiny_model, [_record(broken)])[0]
     assert not sample.usable and sample.event.kind == "failed" and str(broken) in sample.event.message
+
+
+def test_the_frame_cache_serves_later_epochs_and_notices_a_replaced_video(tiny_model, videos, tmp_path, monkeypatch):
+    video = tmp_path / "clip.mp4"
+    shutil.copy(videos / "red.mp4", video)
+    records = [_record(video), _record(video, max_frame_num=3)]  # another frame cap is another cache entry
+    decoded = [_dataset(tiny_model, [r])[0].video.frames for r in records]
+    dataset = _dataset(tiny_model, records, cache_dir=tmp_path / "cache")
+    assert all(torch.equal(dataset[i].video.frames.siglip, decoded[i].siglip) for i in range(2))  # first epoch
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr("llava.train.dataset.load_video", no_decoding)
+    for i in range(2):  # later epochs: read back, identical
+        frames = dataset[i].video.frames
+        assert torch.equal(frames.siglip, decoded[i].siglip) and torch.equal(frames.clip, decoded[i].clip)
+    monkeypatch.undo()
+    shutil.copy(videos / "blue.mp4", video)  # replaced: decoded again, not served stale
+    assert dataset[0].video.frames.siglip[0, 0, 0, 2] > 150
+
+
+def test_an_unreadable_cache_file_is_decoded_again_and_a_missing_video_still_fails(tiny_model, videos, tmp_path):
+    record = _record(videos / "green.mp4")
+    dataset = _dataset(tiny_model, [record, _record(tmp_path / "gone.mp4")], cache_dir=tmp_path / "cache")
+    expected = dataset[0].video.frames.siglip
+    dataset.cache.path(record).write_bytes(b"truncated")
+    assert torch.equal(dataset[0].video.frames.siglip, expected)
+    assert np.load(dataset.cache.path(record))["siglip"].shape == tuple(expected.shape)  # rewritten whole
+    missing = dataset[1]
+    assert missing.event.kind == "failed" and "gone.mp4" in missing.event.message
 
 
 def test_frame_folders_are_read_in_name_order_and_capped(tiny_model, tmp_path):

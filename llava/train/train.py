@@ -26,7 +26,7 @@ import transformers
 from transformers import HfArgumentParser, Trainer
 
 from llava.model.builder import CLIP_TOKENIZER_DIR, load_pretrained_model
-from llava.train.dataset import DataEvent, SupervisedVideoDataset, VideoCollator, VisualTokenCounter
+from llava.train.dataset import DataEvent, DecodedVideoCache, SupervisedVideoDataset, VideoCollator, VisualTokenCounter
 from llava.train.registry import load_training_records
 
 logger = logging.getLogger("llava.train")
@@ -58,6 +58,9 @@ class DataArguments:
     data_path: str = field(metadata={"help": "YAML dataset registry (training_data.yaml) or one .json/.jsonl file"})
     video_folder: str | None = field(default=None, metadata={"help": "folder of datasets without video_folder"})
     frames_upbound: int | None = field(default=None, metadata={"help": "frame cap applied to every video"})
+    video_cache_dir: str | None = field(
+        default=None, metadata={"help": "keep decoded frames here so that later epochs and runs skip decoding"}
+    )
     max_failed_fraction: float = field(
         default=0.05, metadata={"help": "stop when more than this fraction of the records have unreadable videos"}
     )
@@ -248,7 +251,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, args: Vi
     scalar_names = shape_scalars_for_deepspeed(model) if args.deepspeed else []
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("training %s: %d records, %d trainable parameters", ", ".join(parts), len(records), trainable)
-    dataset = SupervisedVideoDataset(records, tokenizer, processor, counter, max_length)
+    cache = DecodedVideoCache(data_args.video_cache_dir, processor) if data_args.video_cache_dir else None
+    dataset = SupervisedVideoDataset(records, tokenizer, processor, counter, max_length, cache)
     return VideoTrainer(
         model=model,
         args=args,
