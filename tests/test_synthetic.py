@@ -71,8 +71,8 @@ def test_decoded_videos_need_the_needle_scene(task):
 
 
 def test_a_short_learning_run_learns_the_needle(tmp_path, capsys):
-    """Fewer videos and steps than `python -m llava.synthetic.learn` (~80 s here), and a lower bar: >= 0.5."""
-    result = learn(["--train", "120", "--test", "24", "--epochs", "25", "--work", str(tmp_path)])
+    """Fewer videos and steps than `python -m llava.synthetic.learn` (~100 s here), and a lower bar: >= 0.5."""
+    result = learn(["--train", "120", "--test", "24", "--epochs", "30", "--work", str(tmp_path)])
     line = [line for line in capsys.readouterr().out.splitlines() if line.startswith("LEARN ")][-1]
     assert json.loads(line[len("LEARN ") :]) == result
     assert result["chance"] == 0.25 and result["option_order"] == "fixed" and 20 <= result["frames_per_video"] <= 60
