@@ -140,6 +140,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--test", type=int, default=60, help="held-out test videos")
     parser.add_argument("--work", type=Path, default=Path("outputs/synthetic"), help="data and runs go here")
     args = parser.parse_args(argv)
+    if args.keyframes < 1:
+        parser.error(f"--keyframes {args.keyframes}: a video needs at least one keyframe")
     torch.set_num_threads(2)
     data = args.work / f"needle-seed{args.seed}-{args.train}-{args.test}"
     if not (data / "test.jsonl").is_file():
