@@ -31,8 +31,15 @@ class VideoAnswer:
 def video_inputs(processor: VideoProcessor, frames, question: str, cache: VideoFeatureCache | None = None) -> VideoInputs:
     """Decoded frames (or ready `VideoFrames`) and the bare question -> model inputs."""
     video_frames = frames if isinstance(frames, VideoFrames) else processor(frames)
-    query = processor.clip_tokenizer(question, truncation=True, max_length=CLIP_MAX_TOKENS, return_tensors="pt")
-    return VideoInputs(video_frames, query.input_ids[0], query.attention_mask[0], cache)
+    query_ids, query_mask = tokenize_query(processor.clip_tokenizer, question)
+    return VideoInputs(video_frames, query_ids, query_mask, cache)
+
+
+def tokenize_query(clip_tokenizer, question: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DKS query as the released eval and training code tokenise it: CLIP ids truncated to 77 (BOS, the first
+    75 tokens, EOS). Returns (T,) ids and (T,) attention mask."""
+    query = clip_tokenizer(question, truncation=True, max_length=CLIP_MAX_TOKENS, return_tensors="pt")
+    return query.input_ids[0], query.attention_mask[0]
 
 
 @torch.no_grad()

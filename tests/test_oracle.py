@@ -3,7 +3,10 @@
 import json
 
 import pytest
+import torch
 from safetensors import safe_open
+
+import llava.inference as inference
 
 import llava.model.modeling_llava_qwen as modeling
 import llava.model.selector as selector
@@ -13,6 +16,10 @@ from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
 from tests.conftest import ORACLE
 
 CASES = sorted(p.name for p in ORACLE.glob("case_*"))
+
+
+def test_the_shared_cases_are_all_there():
+    assert {"case_a", "case_b", "case_d", "case_i", "case_j"} <= set(CASES)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -54,6 +61,19 @@ def test_checker_catches_a_one_index_shift_in_the_fill_step(monkeypatch):
     monkeypatch.setattr(selector, "fill_keyframes", shifted)  # used by the model's selection and the 0/1 interface
     failed = _failed("case_d")  # case_d's greedy pass stops early, so its keyframes need the fill
     assert {"selector.distribute_frames (8 cases)", "selector.hard_mask", "encode.keyframes"} <= failed
+
+
+def test_checker_catches_identical_frames_visited_in_frame_order(monkeypatch):
+    """case_i's static shots tie exactly; a stable sort visits them in frame order and picks another member."""
+    monkeypatch.setattr(selector, "visit_order", lambda relevance: torch.sort(relevance, descending=True, stable=True))
+    failed = _failed("case_i")
+    assert {"selector.greedy_mask", "selector.hard_mask", "encode.keyframes", "forward.logits"} <= failed
+
+
+def test_checker_catches_an_untruncated_long_query(monkeypatch):
+    """case_j's question is 127 CLIP tokens; the released scripts keep BOS + 75 tokens + EOS."""
+    monkeypatch.setattr(inference, "CLIP_MAX_TOKENS", 128)
+    assert {"preprocess.clip_query_ids", "preprocess.clip_query_mask"} <= _failed("case_j")
 
 
 @pytest.mark.parametrize("case", CASES)

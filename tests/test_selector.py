@@ -4,29 +4,32 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from llava.model.selector import distribute_frames, greedy_keyframes, select_keyframes, uniform_keyframes
+from llava.bench import released_greedy
+from llava.model.selector import cosine_matrix, distribute_frames, greedy_keyframes, select_keyframes, uniform_keyframes
 from tests.conftest import ORACLE
 
+MARGIN = 1e-5  # f2f values closer than this to the threshold are decided by float rounding, not by the algorithm
 
-def released_greedy(image_embs, text_emb, max_frames, f2f_thrd, f2t_thrd):
-    """Transcription of the released loop: full f2f matrix, a visited mask, one frame per step."""
-    unit = F.normalize(image_embs, dim=1)
-    f2f = unit @ unit.T
-    f2t = (unit @ F.normalize(text_emb[None], dim=1).T).reshape(-1)
-    visited = torch.zeros(len(f2t), dtype=torch.bool)
-    picks = []
-    scores, order = torch.sort(f2t, descending=True, stable=True)
-    for score, frame in zip(scores.tolist(), order.tolist()):
-        if len(picks) >= max_frames or score < f2t_thrd:
-            break
-        if visited[frame]:
-            continue
-        visited[frame] = True
-        picks.append(frame)
-        visited |= f2f[frame] > f2f_thrd
-    return picks
+
+def threshold_with_margin(similarities: torch.Tensor, wanted: float) -> float:
+    """The threshold nearest `wanted` (in [-1, 1]) that no similarity comes within MARGIN of: our f2f entries are
+    the same dot products as the released N x N matrix's but computed by smaller matmuls, which may round them to a
+    neighbouring float; only a value within rounding of the threshold could be decided differently."""
+    values = torch.cat([torch.tensor([-2.0, 2.0]), similarities.flatten().double()]).unique()  # sorted
+    gaps = [(float(a + b) / 2, float(b - a)) for a, b in zip(values[:-1], values[1:]) if b - a > 2 * MARGIN]
+    return min((mid for mid, _ in gaps), key=lambda mid: abs(mid - wanted))
+
+
+def video_like_embeddings(gen: torch.Generator, n: int, dim: int) -> torch.Tensor:
+    """(n, dim): frames of a few scenes plus noise; a static shot (a run of identical frames, longer than 16 when n
+    allows, so the default sort reorders its ties) and a shot that returns later."""
+    scenes = torch.randn(max(1, n // 6), dim, generator=gen)
+    embs = scenes[torch.randint(0, len(scenes), (n,), generator=gen)] + 0.3 * torch.randn(n, dim, generator=gen)
+    static = int(torch.randint(0, n, (1,), generator=gen))
+    embs[static : static + 20] = embs[static]
+    embs[n // 2 :: 7] = embs[0]
+    return embs
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -34,17 +37,27 @@ def test_greedy_equals_the_released_loop(seed):
     gen = torch.Generator().manual_seed(seed)
     n = int(torch.randint(1, 120, (1,), generator=gen))
     dim = int(torch.randint(2, 12, (1,), generator=gen))
-    scenes = torch.randn(max(1, n // 6), dim, generator=gen)
-    # Frames of a few scenes plus noise, some exact duplicates: similarity structure like a real video.
-    embs = scenes[torch.randint(0, len(scenes), (n,), generator=gen)] + 0.3 * torch.randn(n, dim, generator=gen)
-    embs[n // 2 :: 7] = embs[0]
+    embs = video_like_embeddings(gen, n, dim)
     text = torch.randn(dim, generator=gen)
     k = int(torch.randint(1, 40, (1,), generator=gen))
-    f2f = float(torch.empty(1).uniform_(0.3, 0.99, generator=gen))
+    f2f = threshold_with_margin(cosine_matrix(embs, embs), float(torch.empty(1).uniform_(0.3, 0.99, generator=gen)))
     f2t = float(torch.empty(1).uniform_(-1.0, 0.3, generator=gen))
     picks, relevance = greedy_keyframes(embs, text, k, f2f, f2t)
     assert picks == released_greedy(embs, text, k, f2f, f2t)
-    assert relevance.shape == (n,)
+    assert torch.equal(relevance, cosine_matrix(embs, text[None]).reshape(-1))
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_identical_frames_are_visited_in_the_released_order(block):
+    """A static shot of 40 identical frames, the most relevant: the pick is the member that the released walk
+    reaches first under torch's default sort (with this CPU build, frame 40: ties are not visited in frame order)."""
+    gen = torch.Generator().manual_seed(0)
+    embs = torch.randn(100, 16, generator=gen)
+    text = torch.randn(16, generator=gen)
+    embs[30:70] = text + 0.1 * torch.randn(16, generator=gen)
+    picks, _ = greedy_keyframes(embs, text, 5, 0.9, -1.0, block=block)
+    assert picks == released_greedy(embs, text, 5, 0.9, -1.0)
+    assert 30 <= picks[0] < 70 and sum(30 <= p < 70 for p in picks) == 1
 
 
 def test_fill_reproduces_every_released_case():

@@ -10,6 +10,7 @@ The vision side streams: frames are normalised, encoded and merged `vision_chunk
 holds one chunk, the DFM reference keys still needed and the outputs (pooled keyframes, one token per frame).
 """
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -151,20 +152,25 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         return max(num_frames, 1) if torch.is_grad_enabled() else self.vision_chunk_size
 
     def embed_frames_clip(self, clip_frames: torch.Tensor) -> torch.Tensor:
-        """(N, C, C, 3) uint8 -> (N, E) CLIP image embeddings (float32), a chunk at a time."""
+        """(N, C, C, 3) uint8 -> (N, E) CLIP image embeddings in CLIP's dtype, a chunk at a time.
+
+        Byte-identical frames (static shots, black frames) are embedded once and share that row, so their relevance
+        ties exactly, as it does in the released code, and DKS visits them in the released order.
+        """
         device = self.image_newline.device
-        size = self.chunk_size(clip_frames.shape[0])
+        distinct, inverse = distinct_frames(clip_frames)
+        size = self.chunk_size(len(distinct))
         chunks = [
-            self.frame_selector.embed_images(normalize_clip(clip_frames[i : i + size]).to(device))
-            for i in range(0, clip_frames.shape[0], size)
+            self.frame_selector.embed_images(normalize_clip(clip_frames[distinct[i : i + size]]).to(device))
+            for i in range(0, len(distinct), size)
         ]
-        return torch.cat(chunks).float()
+        return torch.cat(chunks)[inverse.to(device)]
 
     def embed_query(self, query_ids: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(T,) CLIP token ids -> (E,) CLIP text embedding (float32)."""
+        """(T,) CLIP token ids -> (E,) CLIP text embedding in CLIP's dtype."""
         device = self.image_newline.device
         mask = None if query_mask is None else query_mask[None].to(device)
-        return self.frame_selector.embed_text(query_ids[None].to(device), mask)[0].float()
+        return self.frame_selector.embed_text(query_ids[None].to(device), mask)[0]
 
     def choose_keyframes(self, image_embs: torch.Tensor, query_emb: torch.Tensor) -> KeyframeSelection:
         """(N, E), (E,) -> keyframes: DKS, or evenly spaced frames when `activate_frame_selector` is off."""
@@ -374,6 +380,18 @@ class LlavaQwenForCausalLM(LlavaQwenPreTrainedModel, Qwen2ForCausalLM):
             return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         mm = self.prepare_multimodal_inputs(input_ids, videos, attention_mask, padding_side="left")
         return super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+
+
+def distinct_frames(frames: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """(N, ...) uint8 frames -> (index of the first occurrence of each distinct frame, (N,) position of every frame
+    in that list). Frames are compared by a digest of their bytes."""
+    first: dict[bytes, int] = {}
+    inverse = [first.setdefault(hashlib.blake2b(frame.numpy().tobytes(), digest_size=16).digest(), len(first))
+               for frame in frames.cpu()]
+    distinct = [0] * len(first)
+    for frame, slot in reversed(list(enumerate(inverse))):
+        distinct[slot] = frame
+    return distinct, torch.tensor(inverse, dtype=torch.long)
 
 
 def _straight_through(per_frame: list[torch.Tensor], relevance: torch.Tensor) -> list[torch.Tensor]:

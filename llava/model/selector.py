@@ -2,13 +2,14 @@
 
 The released `SeqFrameSelector` walks frames by descending frame-to-text similarity (f2t), stops below `f2t_thrd`
 or after K picks, skips frames marked "visited", and marks every frame whose frame-to-frame similarity (f2f) with a
-pick exceeds `f2f_thrd` (strict) as visited; `distribute_frames` then tops the picks up to exactly K. Here a frame is
-rejected when its highest similarity to the frames already picked exceeds the threshold, which is the same rule
-without the N x N matrix: O(N*K) time, O(N) memory.
+pick exceeds `f2f_thrd` (strict) as visited; `distribute_frames` then tops the picks up to exactly K. Here the walk is
+the same, with the same f2t arithmetic and the same sort, but only the similarities between the examined frames and
+the picks are computed: O(N*K) time, O(N) memory instead of the N x N matrix.
 """
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,43 +49,57 @@ class FrameSelector(nn.Module):
 
 
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(M, P), (N, P) -> (M, N) cosine similarities, computed as the released code does (normalise, then matmul)."""
-    return F.normalize(a, p=2, dim=1) @ F.normalize(b, p=2, dim=1).T
+    """(M, P), (N, P) -> (M, N) cosine similarities, as the released code computes them (sentence-transformers'
+    `cos_sim`: L2-normalise both sides, then one `torch.mm`)."""
+    return torch.mm(F.normalize(a, p=2, dim=1), F.normalize(b, p=2, dim=1).T)
+
+
+def visit_order(relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) f2t -> (f2t sorted descending, frame indices in that order), by torch's default sort as released: not
+    stable, so exact ties (identical frames) come in the order the sort gives on this device, not frame order."""
+    return torch.sort(relevance, descending=True)
 
 
 def greedy_keyframes(
     image_embs: torch.Tensor, text_emb: torch.Tensor, max_frames: int, f2f_thrd: float, f2t_thrd: float,
-    block: int = 128,
+    block: int = 64,
 ) -> tuple[list[int], torch.Tensor]:
     """Greedy DKS pass. image_embs (N, P), text_emb (P,) -> (picked frame indices in pick order, f2t (N,)).
 
-    Candidates are examined in relevance order, `block` at a time: one matmul gives each candidate's highest
-    similarity to the picks so far, and each new pick updates only the rest of the block. Exact ties in relevance are
-    visited in frame order (a stable sort).
+    Frames are visited in the released order (`visit_order`), on the device and in the dtype of the inputs. A frame
+    is skipped when its similarity to a frame already picked exceeds `f2f_thrd`, which is when the released loop has
+    marked it visited. Candidates are examined `block` at a time: one matmul gives their highest similarity to the
+    picks so far, one more their similarities to each other, and the picks inside the block are made on those.
+    Only the similarities the walk needs are computed: O(N*K) time, O(N) memory.
     """
-    embs = image_embs.float()
-    norms = torch.linalg.vector_norm(embs, dim=1).clamp_min(1e-12)  # rows are normalised only when examined
-    relevance = embs @ F.normalize(text_emb.float(), p=2, dim=0) / norms
-    ranked, order = torch.sort(relevance, descending=True, stable=True)
-    order = order[: int((ranked >= f2t_thrd).sum())]  # stop below the relevance floor
+    unit = F.normalize(image_embs, p=2, dim=1)
+    relevance = torch.mm(unit, F.normalize(text_emb.reshape(1, -1), p=2, dim=1).T).reshape(-1)  # = cosine_matrix
+    ranked, order = visit_order(relevance)
+    order = order[: int((ranked >= f2t_thrd).sum())]  # the released walk stops at the first frame below the floor
+    # The released comparison `f2f > f2f_thrd` rounds the threshold to the similarities' dtype first.
+    threshold = float(torch.tensor(f2f_thrd, dtype=unit.dtype))
     picks: list[int] = []
-    picked = embs.new_zeros(0, embs.shape[1])  # unit vectors of the picks
+    picked = unit.new_zeros(0, unit.shape[1])  # unit vectors of the picks
     for start in range(0, len(order), block):
         if len(picks) >= max_frames:
             break
         candidates = order[start : start + block]
-        vectors = embs[candidates] / norms[candidates, None]
-        closest = (vectors @ picked.T).amax(dim=1) if picks else torch.full((len(candidates),), -torch.inf)
+        vectors = unit[candidates]
+        closest = (vectors @ picked.T).amax(dim=1) if picks else vectors.new_full((len(candidates),), -torch.inf)
+        closest = closest.float().cpu().numpy()
+        among = (vectors @ vectors.T).float().cpu().numpy()
+        chosen = []
         row = 0
         while len(picks) < max_frames:
-            free = (closest[row:] <= f2f_thrd).nonzero()
+            free = np.flatnonzero(closest[row:] <= threshold)
             if len(free) == 0:
                 break
             row += int(free[0])
+            chosen.append(row)
             picks.append(int(candidates[row]))
-            picked = torch.cat([picked, vectors[row : row + 1]])
-            closest = torch.maximum(closest, vectors @ vectors[row])
+            np.maximum(closest, among[row], out=closest)
             row += 1
+        picked = torch.cat([picked, vectors[chosen]])
     return picks, relevance
 
 

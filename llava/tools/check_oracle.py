@@ -4,7 +4,8 @@
 
 A fixture directory holds a checkpoint in the released layout (config.json, model.safetensors,
 siglip_vision_config.json, clip_config.json), `inputs.safetensors`, `outputs.safetensors`, `meta.json` and
-`distribute_frames.json` (format: ../shared/oracle/README.md). Each stage prints its max absolute difference; the exit
+`distribute_frames.json` (format: ../shared/oracle/README.md), and optionally `clip_tokenizer/` with the query text
+in `meta.json` (`clip_query_text`). Each stage prints its max absolute difference; the exit
 status is 0 only if every stage is within tolerance. Stages whose reference the fixture lacks are skipped.
 """
 
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from llava.model.builder import load_model
 from llava.model.merger import reference_frames
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM, VideoInputs
-from llava.model.selector import cosine_matrix, distribute_frames, select_keyframes
+from llava.inference import tokenize_query
+from llava.model.selector import cosine_matrix, distribute_frames, select_keyframes, visit_order
 from llava.processing import VideoFrames, VideoProcessor, normalize_clip, normalize_siglip
 
 EXACT = 0.0
@@ -81,11 +84,17 @@ def check_fixture(fixture: Path, attn_implementation: str = "eager") -> list[Sta
     stages: list[Stage] = []
 
     def stage(name, ours, theirs, tolerance):
-        scale = max(1.0, float(torch.as_tensor(theirs).abs().max())) if tolerance else 1.0
+        theirs = torch.as_tensor(theirs)
+        scale = max(1.0, float(theirs.abs().max())) if tolerance and theirs.numel() else 1.0
         stages.append(Stage(name, max_diff(ours, theirs), tolerance * scale))
 
     frames = fixture_frames(inputs, inner.vision_tower.config.image_size, inner.frame_selector.image_size)
     video = VideoInputs(frames, inputs["clip_query_input_ids"][0], inputs["clip_query_attention_mask"][0])
+    if (fixture / "clip_tokenizer").is_dir() and "clip_query_text" in meta:
+        clip_tokenizer = AutoTokenizer.from_pretrained(fixture / "clip_tokenizer")
+        ids, mask = tokenize_query(clip_tokenizer, meta["clip_query_text"])
+        stages.append(Stage("preprocess.clip_query_ids", mismatch(ids.tolist(), video.query_ids.tolist()), EXACT))
+        stages.append(Stage("preprocess.clip_query_mask", mismatch(mask.tolist(), video.query_mask.tolist()), EXACT))
     stage("preprocess.clip_pixels", normalize_clip(frames.clip), inputs["clip_pixel_values"], EXACT)
     digest = hashlib.sha256(normalize_siglip(frames.siglip).numpy().tobytes()).hexdigest()
     stages.append(Stage("preprocess.siglip_pixels_sha256", float(digest != meta["siglip_pixel_values_sha256_f32"]), EXACT))
@@ -98,6 +107,9 @@ def check_fixture(fixture: Path, attn_implementation: str = "eager") -> list[Sta
         stage("selector.f2f_scores", cosine_matrix(image_embs, image_embs), expected["selector.f2f_scores"], FEATURES)
         selection = inner.choose_keyframes(image_embs, query_emb)
         stage("selector.f2t_scores", selection.relevance, expected["selector.f2t_scores"], FEATURES)
+        if "selector_sorted_indices_unstable" in meta:
+            order = visit_order(selection.relevance)[1].tolist()
+            stages.append(Stage("selector.visit_order", mismatch(order, meta["selector_sorted_indices_unstable"]), EXACT))
         n = image_embs.shape[0]
         greedy_mask = [int(i in selection.greedy) for i in range(n)]
         final_mask = [int(i in selection.keyframes) for i in range(n)]
@@ -137,7 +149,7 @@ def check_fixture(fixture: Path, attn_implementation: str = "eager") -> list[Sta
         encoding = inner.encode_video(video)
         spans = encoding.frame_spans()
         others = [f for f in range(n) if f not in set(encoding.keyframes)]
-        merged = torch.stack([encoding.tokens[spans[f][0]] for f in others])
+        merged = encoding.tokens[[spans[f][0] for f in others]]  # (N - K, D); empty when every frame is a keyframe
         stage("encode.merged_tokens (non-keyframes)", merged, expected["encode.img_embs"][others], FEATURES)
         stages.append(Stage("encode.keyframes", mismatch(encoding.keyframes, keyframes), EXACT))
 
