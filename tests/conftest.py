@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 
 from llava.tiny import write_tiny_checkpoint
 
@@ -14,7 +13,6 @@ BENCHMARKS = SHARED / "benchmarks"
 if not ORACLE.is_dir():
     raise RuntimeError(f"{ORACLE} is missing: the tests need the shared/ folder beside the repository")
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +27,11 @@ def tiny_model(tiny_checkpoint):
     from llava.model.builder import load_pretrained_model
 
     return load_pretrained_model(tiny_checkpoint)
+
+
+@pytest.fixture
+def own_model(tiny_checkpoint):
+    """A model of this test's own, loaded from `tiny_checkpoint`, for tests that change it (chunk size, rules)."""
+    from llava.model.builder import load_model
+
+    return load_model(tiny_checkpoint)

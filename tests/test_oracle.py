@@ -22,6 +22,7 @@ def test_the_shared_cases_are_all_there():
     assert {"case_a", "case_b", "case_d", "case_i", "case_j"} <= set(CASES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_every_stage_matches_the_released_code(case):
     stages = check_oracle.check_fixture(ORACLE / case)
@@ -31,6 +32,7 @@ def test_every_stage_matches_the_released_code(case):
     assert {"forward.logits", "generate.greedy_tokens", "selector.hard_mask", "prepare.inputs_embeds"} <= names
 
 
+@pytest.mark.slow
 def test_checker_cli_exit_status(capsys):
     assert check_oracle.main([str(ORACLE / "case_a")]) == 0
     assert "22 of 22 stages within tolerance" in capsys.readouterr().out
@@ -40,6 +42,7 @@ def _failed(case):
     return {s.name for s in check_oracle.check_fixture(ORACLE / case) if not s.ok}
 
 
+@pytest.mark.slow
 def test_checker_catches_a_one_index_shift_in_the_dfm_reference(monkeypatch):
     original = modeling.reference_frames
 
@@ -63,6 +66,7 @@ def test_checker_catches_a_one_index_shift_in_the_fill_step(monkeypatch):
     assert {"selector.distribute_frames (8 cases)", "selector.hard_mask", "encode.keyframes"} <= failed
 
 
+@pytest.mark.slow
 def test_checker_catches_identical_frames_visited_in_frame_order(monkeypatch):
     """case_i's static shots tie exactly; a stable sort visits them in frame order and picks another member."""
     monkeypatch.setattr(selector, "visit_order", lambda relevance: torch.sort(relevance, descending=True, stable=True))

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -35,6 +36,7 @@ def _torchrun(entry, port, checkpoint, videos, output, zero):
     assert result.returncode == 0, f"{zero} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
 
 
+@pytest.mark.slow
 def test_zero2_and_zero3_train_two_ranks_and_save_loadable_checkpoints(tiny_checkpoint, tmp_path):
     videos = tmp_path / "videos"
     write_example_videos(videos)

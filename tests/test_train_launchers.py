@@ -5,11 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from llava.train.example_data import write_example_videos
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_single_node_launcher_trains_and_saves(tiny_checkpoint, tmp_path):
     write_example_videos(tmp_path / "videos")
     (tmp_path / "example.json").write_text((REPO / "example-10.json").read_text())

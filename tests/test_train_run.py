@@ -39,6 +39,7 @@ def _logits(model, trainer, index=0):
         return model.eval()(**inputs).logits
 
 
+@pytest.mark.slow
 def test_entry_point_trains_saves_reloads_and_resumes(tiny_checkpoint, tmp_path, videos):
     out = tmp_path / "run"
     argv = _argv(tiny_checkpoint, out, videos, REPO / "example-10.json", "--max_steps", "3",
@@ -61,6 +62,7 @@ def test_entry_point_trains_saves_reloads_and_resumes(tiny_checkpoint, tmp_path,
     assert resumed.state.global_step == 4
 
 
+@pytest.mark.slow
 def test_one_batch_is_overfitted_in_twenty_steps(tiny_checkpoint, tmp_path, videos):
     data = tmp_path / "one.json"
     data.write_text(json.dumps(json.loads((REPO / "example-10.json").read_text())[6:7]))
@@ -71,6 +73,7 @@ def test_one_batch_is_overfitted_in_twenty_steps(tiny_checkpoint, tmp_path, vide
     assert len(losses) == 20 and losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_lora_run_saves_an_adapter_that_merges(tiny_checkpoint, tmp_path, videos):
     out = tmp_path / "lora"
     trainer = main(_argv(tiny_checkpoint, out, videos, REPO / "example-10.json", "--max_steps", "2",

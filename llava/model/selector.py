@@ -79,6 +79,7 @@ def greedy_keyframes(
     # The released comparison `f2f > f2f_thrd` rounds the threshold to the similarities' dtype first.
     threshold = float(torch.tensor(f2f_thrd, dtype=unit.dtype))
     picks: list[int] = []
+    unit = unit.detach()  # the walk makes discrete choices; gradients reach CLIP through `relevance` only
     picked = unit.new_zeros(0, unit.shape[1])  # unit vectors of the picks
     for start in range(0, len(order), block):
         if len(picks) >= max_frames:
