@@ -76,7 +76,8 @@ def build_clip_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(tokenizer, clip_tokenizer, composer: str = "sig_pooling", image_size: int = 384,
-                patch_size: int = 14, max_frame_num: int = 8, hidden_size: int = 64) -> LlavaQwenConfig:
+                patch_size: int = 14, max_frame_num: int = 8, hidden_size: int = 64,
+                attention_dropout: float = 0.0) -> LlavaQwenConfig:
     clip_projection = 16
     return LlavaQwenConfig(
         vocab_size=len(tokenizer),
@@ -85,6 +86,7 @@ def tiny_config(tokenizer, clip_tokenizer, composer: str = "sig_pooling", image_
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        attention_dropout=attention_dropout,
         max_position_embeddings=32768,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         tie_word_embeddings=False,

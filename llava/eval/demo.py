@@ -1,54 +1,95 @@
-"""The one-command demo: a checkpoint (the tiny one when models/ has none), a small MLVU-format sample with
-synthetic videos, exp_mlvu.py over it, then the score table.
+"""The one-command demo: a ViLAMP checkpoint answers held-out synthetic needle questions ("What colour is the
+background when the white square appears?", `llava.synthetic`) written in the MLVU question-file format, through
+the MLVU adapter and the evaluation harness (what `exp_mlvu.py` runs); then the score table against chance, the
+summary PNG and the keyframe timeline of one video.
 
-    python -m llava.eval.demo
+    python -m llava.eval.demo [--model PATH] [--videos 48]
+
+Checkpoint: `--model`, else the first checkpoint under models/, else the tiny ViLAMP shipped in
+`llava/synthetic/needle-vilamp/` (trained by `python -m llava.synthetic.learn`; its README says how).
+The videos are generated with a seed no training run uses, so none of them was seen in training.
 """
 
+import argparse
+import json
 from pathlib import Path
 
 from llava.eval import mlvu
-from llava.eval.harness import MODELS_DIR, run
-from llava.eval.synthetic import write_jsonl, write_video
+from llava.eval.harness import MODELS_DIR, read_jsonl, run
+from llava.synthetic import OPTIONS, colour_prior, generate
 
-DEMO_DIR = Path("dataset/demo")
-OUTPUT_DIR = Path("outputs/demo_mlvu")
-TINY = MODELS_DIR / "tiny-vilamp"
-
-# Rows in the MLVU_val.json format (questions written for the synthetic clips).
-SAMPLE_ROWS = [
-    {"video": "dataset/MLVU/video/demo_1.mp4", "duration": 6, "question": "What colour is the background at first?",
-     "candidates": ["Red", "Green", "Blue", "White"], "answer": "A", "question_type": "plotQA",
-     "options": ["A. Red", "B. Green", "C. Blue", "D. White"]},
-    {"video": "dataset/MLVU/video/demo_1.mp4", "duration": 6, "question": "How many times does the white bar move?",
-     "candidates": ["1", "2", "5", "8"], "answer": "C", "question_type": "count",
-     "options": ["A. 1", "B. 2", "C. 5", "D. 8"]},
-    {"video": "dataset/MLVU/video/demo_2.mp4", "duration": 8, "question": "In what order do the colours appear?",
-     "candidates": ["red, green", "green, red", "blue, red"], "answer": "B", "question_type": "order",
-     "options": ["A. red, green", "B. green, red", "C. blue, red"]},
-    {"video": "dataset/MLVU/video/demo_2.mp4", "duration": 8, "question": "Please summarize this video.",
-     "answer": "Coloured frames with a moving white bar.", "question_type": "summary"},
-]
+SHIPPED = Path(__file__).resolve().parents[1] / "synthetic" / "needle-vilamp"
+DEMO_DIR = Path("dataset/demo-needle")
+OUTPUT_DIR = Path("outputs/demo_needle")
+DEMO_SEED = 2026  # learn runs use seeds 0-5
 
 
-def first_checkpoint() -> Path:
-    """The first checkpoint under models/, or a freshly written tiny one."""
+def find_checkpoint(model: str | None) -> Path:
+    """`--model` (a folder or a name under models/), else the first checkpoint under models/, else the shipped one."""
+    if model is not None:
+        for candidate in (Path(model), MODELS_DIR / model):
+            if (candidate / "config.json").is_file():
+                return candidate
+        raise SystemExit(f"error: --model {model!r}: no checkpoint (config.json) at {model} or {MODELS_DIR / model}")
     found = sorted(path.parent for path in MODELS_DIR.glob("*/config.json"))
-    if found:
-        return found[0]
-    from llava.tiny import write_tiny_checkpoint
-
-    print(f"models/ has no checkpoint: writing the tiny random one to {TINY}")
-    return write_tiny_checkpoint(TINY)
+    return found[0] if found else SHIPPED
 
 
-def main() -> None:
-    checkpoint = first_checkpoint()
-    data = write_jsonl(DEMO_DIR / "MLVU_demo.json", SAMPLE_ROWS)
-    for seconds, name in ((6, "demo_1.mp4"), (8, "demo_2.mp4")):
-        write_video(DEMO_DIR / "video" / name, seconds=seconds, fps=4, width=96, height=64)
-    run(mlvu.BENCHMARK, ["--dataset_path", str(data), "--video_dir", str(DEMO_DIR / "video"), "--output_dir",
-                         str(OUTPUT_DIR), "--version", str(checkpoint), "--overwrite"])
-    print(f"\nrecords: {OUTPUT_DIR}/mlvu_1_of_1.jsonl, summary: {OUTPUT_DIR}/summary.json and summary.png")
+def write_questions(videos: int) -> tuple[Path, list[dict]]:
+    """Generate the held-out needle videos once and write their questions as MLVU rows; returns (file, rows)."""
+    data = DEMO_DIR / f"seed{DEMO_SEED}-{videos}"
+    if not (data / "test.jsonl").is_file():
+        generate(data, train=0, test=videos, seed=DEMO_SEED)
+    rows = read_jsonl(data / "test.jsonl")
+    mlvu_rows = [
+        {"video": f"video/{row['video']}", "duration": row["scenes"][-1]["end"], "question": row["question"],
+         "candidates": [option.split(". ", 1)[1] for option in row["options"]], "options": row["options"],
+         "answer": row["answer"].split(".", 1)[0], "question_type": f"needle {row['task']}"}
+        for row in rows
+    ]  # fmt: skip
+    path = data / "MLVU_needle.json"
+    path.write_text("".join(json.dumps(row) + "\n" for row in mlvu_rows))
+    return path, rows
+
+
+def draw_one(checkpoint: Path, video: Path, row: dict, out: Path) -> str:
+    """Answer one question as the harness does and draw what the model looked at; returns the answer."""
+    from llava.conversation import multiple_choice_prompt, video_user_turn
+    from llava.inference import answer_video
+    from llava.model.builder import load_pretrained_model
+    from llava.video import load_video
+    from llava.visualize import visualize
+
+    tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
+    decoded = load_video(video, processor)
+    prompt = video_user_turn(multiple_choice_prompt(row["question"], row["options"]))
+    answer = answer_video(model, tokenizer, processor, decoded.frames, row["question"], prompt, max_new_tokens=8)
+    visualize(model, processor, decoded, row["question"], answer, out, video.name)
+    return answer.text
+
+
+def main(argv=None) -> float:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="checkpoint folder or name under models/ (default: see above)")
+    parser.add_argument("--videos", type=int, default=48, help="held-out needle videos to ask (one question each)")
+    args = parser.parse_args(argv)
+    if args.videos < 1:
+        parser.error(f"--videos {args.videos}: at least one video")
+    checkpoint = find_checkpoint(args.model)
+    print(f"checkpoint: {checkpoint}")
+    questions, rows = write_questions(args.videos)
+    run(mlvu.BENCHMARK, ["--dataset_path", str(questions), "--video_dir", str(questions.parent / "videos"),
+                         "--output_dir", str(OUTPUT_DIR), "--version", str(checkpoint), "--overwrite"])  # fmt: skip
+    records = [json.loads(line) for line in (OUTPUT_DIR / "mlvu_1_of_1.jsonl").read_text().splitlines()]
+    accuracy = sum(bool(r.get("correct")) for r in records) / len(records)
+    figure = OUTPUT_DIR / "keyframes.png"
+    answer = draw_one(checkpoint, questions.parent / "videos" / rows[0]["video"], rows[0], figure)
+    print(f"\naccuracy {accuracy:.1%} on {len(records)} held-out videos; chance {1 / len(OPTIONS):.0%}, "
+          f"guessing among the colours a video shows {colour_prior(rows):.0%}")
+    print(f"records: {OUTPUT_DIR}/mlvu_1_of_1.jsonl, summary: {OUTPUT_DIR}/summary.json and summary.png")
+    print(f"keyframe timeline of {rows[0]['video']} (needle in frames {rows[0]['needle_frames']}, gold "
+          f"{rows[0]['answer']!r}, answered {answer!r}): {figure}")
+    return accuracy
 
 
 if __name__ == "__main__":
