@@ -11,11 +11,12 @@ The videos are generated with a seed no training run uses, so none of them was s
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from llava.eval import mlvu
+from llava.eval.answers import split_option
 from llava.eval.harness import MODELS_DIR, read_jsonl, run
+from llava.eval.synthetic import write_jsonl
 from llava.synthetic import OPTIONS, colour_prior, generate
 
 SHIPPED = Path(__file__).resolve().parents[1] / "synthetic" / "needle-vilamp"
@@ -43,13 +44,11 @@ def write_questions(videos: int) -> tuple[Path, list[dict]]:
     rows = read_jsonl(data / "test.jsonl")
     mlvu_rows = [
         {"video": f"video/{row['video']}", "duration": row["scenes"][-1]["end"], "question": row["question"],
-         "candidates": [option.split(". ", 1)[1] for option in row["options"]], "options": row["options"],
-         "answer": row["answer"].split(".", 1)[0], "question_type": f"needle {row['task']}"}
+         "candidates": [split_option(option)[1] for option in row["options"]], "options": row["options"],
+         "answer": split_option(row["answer"])[0], "question_type": f"needle {row['task']}"}
         for row in rows
     ]  # fmt: skip
-    path = data / "MLVU_needle.json"
-    path.write_text("".join(json.dumps(row) + "\n" for row in mlvu_rows))
-    return path, rows
+    return write_jsonl(data / "MLVU_needle.json", mlvu_rows), rows
 
 
 def draw_one(checkpoint: Path, video: Path, row: dict, out: Path) -> str:
@@ -80,7 +79,7 @@ def main(argv=None) -> float:
     questions, rows = write_questions(args.videos)
     run(mlvu.BENCHMARK, ["--dataset_path", str(questions), "--video_dir", str(questions.parent / "videos"),
                          "--output_dir", str(OUTPUT_DIR), "--version", str(checkpoint), "--overwrite"])  # fmt: skip
-    records = [json.loads(line) for line in (OUTPUT_DIR / "mlvu_1_of_1.jsonl").read_text().splitlines()]
+    records = read_jsonl(OUTPUT_DIR / "mlvu_1_of_1.jsonl")
     accuracy = sum(bool(r.get("correct")) for r in records) / len(records)
     figure = OUTPUT_DIR / "keyframes.png"
     answer = draw_one(checkpoint, questions.parent / "videos" / rows[0]["video"], rows[0], figure)
