@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from llava.eval.harness import MODELS_DIR
+from llava.model.builder import MODELS_DIR, CheckpointError, find_checkpoint
 from llava.visualize import timestamp, visualize
 
 EXIT_INPUT_ERROR = 2
 PROGRESS_DELAY = 0.5  # seconds before a bar appears: short videos show none
-TINY_COMMAND = "python -m llava.tiny models/tiny-vilamp"
 DTYPES = ("bf16", "fp16", "fp32")
 
 
@@ -49,23 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def find_checkpoint(model: str | None) -> Path:
-    """`--model` (a folder or a name under models/), else the first folder under models/ with a config.json."""
-    if model is not None:
-        for candidate in (Path(model), MODELS_DIR / model):
-            if (candidate / "config.json").is_file():
-                return candidate
-        raise InputError(f"--model {model}: no checkpoint there (no config.json in {model} or "
-                         f"{MODELS_DIR / model}). To try the pipeline, build the tiny random one: {TINY_COMMAND}")
-    found = sorted(path.parent for path in MODELS_DIR.glob("*/config.json"))
-    if not found:
-        raise InputError(
-            f"no checkpoint: {MODELS_DIR.resolve()} has no folder with a config.json. Put the released "
-            f"ViLAMP-llava-qwen checkpoint in {MODELS_DIR}/ViLAMP-llava-qwen/ (README: \"Real weights\"), or build "
-            f"a tiny random one to try the pipeline: {TINY_COMMAND}")
-    return found[0]
-
-
 def check_options(args) -> None:
     """Reject bad options before the slow model load."""
     if not args.question.strip():
@@ -87,20 +69,19 @@ def check_options(args) -> None:
 
 
 def load_model(checkpoint: Path, device: str | None, dtype: str | None, progress: bool):
-    """-> (tokenizer, model, processor); an incomplete or foreign checkpoint is an InputError. Without `progress`,
+    """-> (model, processor); an incomplete or foreign checkpoint is an InputError. Without `progress`,
     transformers' own weight-loading bar is silenced too."""
     from transformers.utils.logging import disable_progress_bar
 
-    from llava.model.builder import CheckpointError, load_pretrained_model
+    from llava.model.builder import load_pretrained_model
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if not progress:
         disable_progress_bar()  # transformers' "Loading weights" bar
     try:
-        tokenizer, model, processor, _ = load_pretrained_model(checkpoint, device=device, dtype=dtype)
+        _, model, processor, _ = load_pretrained_model(checkpoint, device_map=device or "auto", dtype=dtype)
     except (CheckpointError, ValueError) as error:  # files missing; not a ViLAMP config
         raise InputError(f"cannot load the checkpoint {checkpoint}: {error}") from error
-    return tokenizer, model, processor
+    return model, processor
 
 
 def decode(path: Path, processor, max_frame_num: int, progress: bool):
@@ -114,7 +95,7 @@ def decode(path: Path, processor, max_frame_num: int, progress: bool):
             bar.update(done - bar.n)
 
         try:
-            return load_video(path, processor, max_frame_num, progress=tick)
+            return load_video(path, processor.video_processor, max_frame_num, progress=tick)
         except VideoDecodeError as error:
             raise InputError(f"cannot read the video {error}") from error
 
@@ -180,16 +161,17 @@ def format_text(result: dict) -> str:
 def run(args) -> dict:
     """Answer (and draw) as `args` say; returns the summary."""
     check_options(args)
-    checkpoint = find_checkpoint(args.model)
-    from llava.conversation import video_user_turn  # the model stack loads only once the cheap checks passed
-    from llava.inference import answer_video
+    try:
+        checkpoint = find_checkpoint(args.model)
+    except CheckpointError as error:
+        raise InputError(str(error)) from error
+    from llava.inference import answer_video  # the model stack loads only once the cheap checks passed
 
     progress = sys.stderr.isatty()
-    tokenizer, model, processor = load_model(checkpoint, args.device, args.dtype, progress)
+    model, processor = load_model(checkpoint, args.device, args.dtype, progress)
     video = decode(args.video, processor, args.max_frame_num, progress)
     with encoding_progress(model, len(video.frames), progress):
-        answer = answer_video(model, tokenizer, processor, video.frames, args.question,
-                              video_user_turn(args.question), args.max_new_tokens)
+        answer = answer_video(model, processor, video.frames, args.question, args.question, args.max_new_tokens)
     if args.visualize is not None:
         visualize(model, processor, video, args.question, answer, args.visualize, args.video.name)
     return summary(args, checkpoint, video, answer)

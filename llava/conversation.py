@@ -1,19 +1,11 @@
-"""Prompts: the `qwen_1_5` chat template and the released benchmark prompt formats."""
+"""Prompts: the released benchmark prompt format, and the `qwen_1_5` conversation cut into training pieces.
 
-from llava.constants import DEFAULT_IMAGE_TOKEN
+`VilampProcessor`'s chat template renders the same text (tests/test_train_data.py checks that they agree).
+"""
 
-SYSTEM_PROMPT = "You are a helpful assistant."
+from llava.processing import SYSTEM_PROMPT
+
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
-
-
-def chat_prompt(user_text: str, system: str = SYSTEM_PROMPT) -> str:
-    """`qwen_1_5` template for one user turn, ending where the assistant's answer starts."""
-    return "".join(text for text, _ in conversation_pieces([("user", user_text)], system)) + ASSISTANT_HEADER
-
-
-def video_user_turn(prompt: str) -> str:
-    """The user turn of a video question: the `<image>` placeholder, a newline, then the prompt."""
-    return f"{DEFAULT_IMAGE_TOKEN}\n{prompt}"
 
 
 def multiple_choice_prompt(question: str, options: list[str]) -> str:

@@ -1,16 +1,12 @@
 """Ask one question about one video: frames in, answer and what the model did out."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.conversation import chat_prompt
-from llava.mm_utils import tokenizer_image_token
-from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM, VideoEncoding, VideoFeatureCache, VideoInputs
-from llava.processing import VideoFrames, VideoProcessor
-
-CLIP_MAX_TOKENS = 77
+from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM, VideoEncoding, VideoFeatureCache
+from llava.processing import VilampProcessor
 
 
 @dataclass
@@ -28,58 +24,51 @@ class VideoAnswer:
         return self.keyframe_tokens + self.merged_tokens + 1  # + image_newline
 
 
-def video_inputs(processor: VideoProcessor, frames, question: str, cache: VideoFeatureCache | None = None) -> VideoInputs:
-    """Decoded frames (or ready `VideoFrames`) and the bare question -> model inputs."""
-    video_frames = frames if isinstance(frames, VideoFrames) else processor(frames)
-    query_ids, query_mask = tokenize_query(processor.clip_tokenizer, question)
-    return VideoInputs(video_frames, query_ids, query_mask, cache)
-
-
-def tokenize_query(clip_tokenizer, question: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DKS query as the released eval and training code tokenise it: CLIP ids truncated to 77 (BOS, the first
-    75 tokens, EOS). Returns (T,) ids and (T,) attention mask."""
-    query = clip_tokenizer(question, truncation=True, max_length=CLIP_MAX_TOKENS, return_tensors="pt")
-    return query.input_ids[0], query.attention_mask[0]
+def video_messages(prompt: str) -> list[dict]:
+    """One user turn: a video, then `prompt` (the released layout `<image>\n{prompt}`)."""
+    return [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
 
 
 @torch.no_grad()
 def answer_video(
     model: LlavaQwenForCausalLM,
-    tokenizer,
-    processor: VideoProcessor,
+    processor: VilampProcessor,
     frames,
     question: str,
     prompt: str,
     max_new_tokens: int = 128,
     cache: VideoFeatureCache | None = None,
 ) -> VideoAnswer:
-    """Greedy answer to `prompt` (the user turn, with exactly one `<image>`) about `frames`.
+    """Greedy answer to `prompt` (the text of the user turn after the video) about `frames`.
 
-    frames: (N, H, W, 3) uint8 array/tensor, a list of PIL images, or `VideoFrames`; `question` is the CLIP query.
-    cache: one `VideoFeatureCache` per video, passed with every question about it, reuses its features.
+    frames: a video path, (N, H, W, 3) uint8 array/tensor, a list of PIL images, or `VideoFrames`; `question` is the
+    CLIP query. cache: one `VideoFeatureCache` per video, passed with every question about it, reuses its features.
+    The frames stay on the host; the model moves them to its device a chunk at a time.
     """
-    count = prompt.count(DEFAULT_IMAGE_TOKEN)
-    if count != 1:
-        raise ValueError(f"the prompt must contain exactly one {DEFAULT_IMAGE_TOKEN} placeholder, found {count}")
-    if len(frames) == 0:
+    if not isinstance(frames, (str, Path)) and len(frames) == 0:
         raise ValueError("no frames: the video yielded nothing to look at")
-    video = video_inputs(processor, frames, question, cache)
-    input_ids = tokenizer_image_token(chat_prompt(prompt), tokenizer)[None].to(model.device)
-    prepared = model.prepare_multimodal_inputs(input_ids, [video])
+    text = processor.apply_chat_template(video_messages(prompt), add_generation_prompt=True)
+    inputs = processor(text=text, videos=[frames], queries=[question], return_tensors="pt")
+    video = {k: inputs.pop(k) for k in list(inputs.keys()) if k not in ("input_ids", "attention_mask")}
+    encodings = model.model.get_video_features(**video, video_caches=[cache])
+    input_ids = inputs["input_ids"].to(model.device)
+    tokenizer = processor.tokenizer
     output = model.generate(
-        inputs_embeds=prepared.inputs_embeds,
-        attention_mask=prepared.attention_mask,
+        input_ids=input_ids,
+        attention_mask=inputs["attention_mask"].to(model.device),
+        video_encodings=encodings,
         max_new_tokens=max_new_tokens,
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
-    encoding = prepared.encodings[0]
+    encoding = encodings[0]
+    visual = encoding.tokens.shape[0]
     return VideoAnswer(
-        text=tokenizer.decode(output[0], skip_special_tokens=True).strip(),
+        text=tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True).strip(),
         keyframes=encoding.keyframes,
-        num_frames=len(video.frames),
+        num_frames=int(video["video_num_frames"][0]),
         keyframe_tokens=encoding.keyframe_tokens,
         merged_tokens=encoding.merged_tokens,
-        text_tokens=input_ids.shape[1] - 1,
+        text_tokens=input_ids.shape[1] - visual,
         encoding=encoding,
     )

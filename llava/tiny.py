@@ -2,10 +2,11 @@
 
     python -m llava.tiny models/tiny-vilamp [--seed 0] [--composer sig_pooling] [--image-size 384]
 
-The directory has everything `load_pretrained_model` needs: config.json (with the SigLIP and CLIP architectures),
-model.safetensors, generation_config.json, a byte-level BPE tokenizer with the Qwen chat special tokens trained here,
-and `clip/` (the CLIP query tokenizer and image-processor settings). Real code paths, tiny sizes: tests, CI and demos
-use it.
+The directory is what `AutoModelForCausalLM` / `AutoProcessor.from_pretrained` and `load_pretrained_model` read:
+config.json (with the SigLIP and CLIP architectures), model.safetensors, generation_config.json and the
+`VilampProcessor` (a byte-level BPE tokenizer with the Qwen chat special tokens and `<video>` trained here, the CLIP
+query tokenizer in `clip_tokenizer/`, processor_config.json, chat_template.jinja). Real code paths, tiny sizes:
+tests, CI and demos use it.
 """
 
 import argparse
@@ -15,10 +16,10 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
-from llava.model.builder import CLIP_TOKENIZER_DIR
+from llava.model.builder import processor_settings
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
-from llava.processing import VideoProcessor
+from llava.processing import VIDEO_TOKEN, VilampProcessor
 
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CLIP_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>"]
@@ -55,7 +56,7 @@ def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
         tokenizer_object=train_bpe(QWEN_SPECIAL_TOKENS, 600),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>"],
+        extra_special_tokens=["<|im_start|>", VIDEO_TOKEN],
         model_max_length=32768,
         padding_side="right",
     )
@@ -93,6 +94,7 @@ def tiny_config(tokenizer, clip_tokenizer, composer: str = "sig_pooling", image_
         bos_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
         mm_vision_tower="tiny-siglip",
         clip_model_path="tiny-clip",
         max_frame_num=max_frame_num,
@@ -129,11 +131,7 @@ def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, **config_overrides
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
     )
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    clip_dir = out_dir / CLIP_TOKENIZER_DIR
-    clip_tokenizer.save_pretrained(clip_dir)
-    processor = VideoProcessor(config.vision_config["image_size"], config.clip_config["vision_config"]["image_size"])
-    processor.clip_image_processor.save_pretrained(clip_dir)
+    VilampProcessor(tokenizer, clip_tokenizer, **processor_settings(config)).save_pretrained(out_dir)
     return out_dir
 
 

@@ -74,12 +74,11 @@ def heatmap_frames(keyframes: list[int], num_frames: int, count: int = HEATMAP_C
 def patch_heatmaps(model, processor, video: DecodedVideo, question: str, keyframes: list[int],
                    rows: list[int]) -> list[Heatmap]:
     """The `sig_pooling` weights the merger gives the patches of frames `rows` (non-keyframes) for `question`."""
-    from llava.inference import video_inputs
     from llava.model.merger import reference_frames
+    from llava.processing import tokenize_query
 
     inner = model.model
-    query = video_inputs(processor, video.frames, question)
-    query_emb = inner.embed_query(query.query_ids, query.query_mask)
+    query_emb = inner.embed_query(*tokenize_query(processor.clip_tokenizer, question))
     refs = reference_frames(keyframes, len(video.frames), model.config.dfm_reference)
     features = inner.project_frames(video.frames.siglip[rows])
     keys = inner.composer_projector.reference_keys(inner.project_frames(video.frames.siglip[[refs[f] for f in rows]]))

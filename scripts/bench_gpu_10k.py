@@ -17,9 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llava.constants import IMAGE_TOKEN_INDEX  # noqa: E402
-from llava.model import LlavaQwenConfig, LlavaQwenForCausalLM, VideoInputs  # noqa: E402
-from llava.processing import VideoFrames  # noqa: E402
+from llava.model import LlavaQwenConfig, LlavaQwenForCausalLM  # noqa: E402
+from llava.processing import VideoFrames, video_token_count  # noqa: E402
 
 # Dense bf16 peak (TFLOP/s) by device name fragment, for the FLOP floor.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "4090": 165.0}
@@ -84,16 +83,17 @@ def main() -> None:
     with torch.device(args.device):
         model = LlavaQwenForCausalLM(config).eval()
     torch.set_default_dtype(torch.float32)
-    model.model.vision_chunk_size = args.chunk
+    model.config.vision_chunk_size = args.chunk
     inner = model.model
     side, clip_side = inner.vision_tower.config.image_size, inner.frame_selector.image_size
     gen = torch.Generator().manual_seed(0)
     frames = VideoFrames(torch.randint(0, 256, (args.frames, side, side, 3), dtype=torch.uint8, generator=gen),
                          torch.randint(0, 256, (args.frames, clip_side, clip_side, 3), dtype=torch.uint8, generator=gen))
-    video = VideoInputs(frames, torch.tensor([49406, 320, 1929, 530, 518, 2134, 49407]) % config.clip_config.get(
-        "text_config", {}).get("vocab_size", 49408))
-    prompt = torch.tensor([[151644, 8948, 198, IMAGE_TOKEN_INDEX, 198, 3838, 374, 2814, 30, 151645, 198]]) % config.vocab_size
-    prompt[0, 3] = IMAGE_TOKEN_INDEX
+    query = torch.tensor([[49406, 320, 1929, 530, 518, 2134, 49407]]) % config.clip_config.get(
+        "text_config", {}).get("vocab_size", 49408)
+    config.video_token_id = 151646  # the id the processor gives `<video>` in the released Qwen2 tokenizer
+    visual = video_token_count(args.frames, config.max_frame_num, config.tokens_per_keyframe)
+    prompt = torch.tensor([[151644, 8948, 198] + [config.video_token_id] * visual + [198, 3838, 374, 2814, 30, 151645, 198]])
 
     timer = StageTimer(args.device)
     timer.wrap(inner, "embed_frames_clip", "clip")
@@ -104,8 +104,8 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     with torch.no_grad():
         started = time.perf_counter()
-        mm = model.prepare_multimodal_inputs(prompt.to(args.device), [video])
-        output = model.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
+        encodings = inner.get_video_features(frames.siglip, frames.clip, torch.tensor([args.frames]), query)
+        output = model.generate(input_ids=prompt.to(args.device), video_encodings=encodings,
                                 max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
         timer.sync()
         total = time.perf_counter() - started
@@ -117,8 +117,8 @@ def main() -> None:
         "device": device_name,
         "preset": args.preset,
         "frames": args.frames,
-        "sequence_tokens": int(mm.inputs_embeds.shape[1]),
-        "keyframes": mm.encodings[0].keyframes,
+        "sequence_tokens": int(prompt.shape[1]),
+        "keyframes": encodings[0].keyframes,
         "new_tokens": int(output.shape[1]),
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
         "seconds_total": round(total, 3),

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 
 from llava import cli
-from llava.conversation import video_user_turn
 from llava.eval.synthetic import write_video
 from llava.inference import answer_video
 from llava.video import load_video
@@ -37,9 +36,9 @@ def video(tmp_path_factory):
 @pytest.fixture(scope="module")
 def answered(tiny_model, video):
     """(decoded video, answer) of QUESTION with up to 4 new tokens, as the CLI computes them."""
-    tokenizer, model, processor, _ = tiny_model
-    decoded = load_video(video, processor)
-    return decoded, answer_video(model, tokenizer, processor, decoded.frames, QUESTION, video_user_turn(QUESTION), 4)
+    _, model, processor, _ = tiny_model
+    decoded = load_video(video, processor.video_processor)
+    return decoded, answer_video(model, processor, decoded.frames, QUESTION, QUESTION, 4)
 
 
 def ask(capsys, *argv):
@@ -140,11 +139,11 @@ def test_other_mergers_say_why_there_are_no_heatmaps(tiny_model, answered, tmp_p
 
 
 def test_progress_bars_count_decoded_and_encoded_frames(tiny_model, video, monkeypatch, capsys):
-    tokenizer, model, processor, _ = tiny_model
+    _, model, processor, _ = tiny_model
     monkeypatch.setattr(cli, "PROGRESS_DELAY", 0)
     decoded = cli.decode(video, processor, 600, progress=True)
     with cli.encoding_progress(model, len(decoded.frames), progress=True):
-        answer_video(model, tokenizer, processor, decoded.frames, QUESTION, video_user_turn(QUESTION), 1)
+        answer_video(model, processor, decoded.frames, QUESTION, QUESTION, 1)
     err = capsys.readouterr().err
     assert "decoding: 100%" in err and "20/20" in err
     assert "encoding: 100%" in err and "40/40" in err  # CLIP and SigLIP each see the 20 frames

@@ -8,9 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llava.conversation import chat_prompt, multiple_choice_prompt, video_user_turn
+from llava.conversation import multiple_choice_prompt
 from llava.inference import answer_video
-from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import CheckpointError, load_model, load_pretrained_model, resolve_attn_implementation
 from llava.processing import VideoProcessor, normalize_clip, normalize_siglip
 from tests.conftest import ORACLE
@@ -19,7 +18,8 @@ from tests.conftest import ORACLE
 def test_load_pretrained_model_returns_the_released_tuple(tiny_model):
     tokenizer, model, processor, max_length = tiny_model
     assert max_length == model.config.tokenizer_model_max_length == 32768
-    assert processor.clip_image_processor.crop_size["height"] == model.model.frame_selector.image_size
+    assert processor.tokenizer is tokenizer and processor.video_token_id == model.config.video_token_id
+    assert processor.video_processor.clip_image_processor.crop_size["height"] == model.model.frame_selector.image_size
     assert processor.clip_tokenizer("a dog").input_ids[0] == processor.clip_tokenizer.bos_token_id
     assert tokenizer.convert_tokens_to_ids("<|im_start|>") != tokenizer.unk_token_id
     assert not model.training
@@ -37,10 +37,11 @@ def test_missing_files_are_named(tiny_checkpoint, tmp_path):
         load_model(_copy(tiny_checkpoint, tmp_path / "a", ["config.json"]))
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         load_model(_copy(tiny_checkpoint, tmp_path / "b", ["model.safetensors"]))
+    # Without processor files (the released layout) the processor is built from the tokenizers and the config.
     with pytest.raises(CheckpointError, match="no tokenizer"):
-        load_pretrained_model(_copy(tiny_checkpoint, tmp_path / "c", ["tokenizer.json"]))
+        load_pretrained_model(_copy(tiny_checkpoint, tmp_path / "c", ["tokenizer.json", "processor_config.json"]))
     with pytest.raises(CheckpointError, match="no CLIP tokenizer"):
-        load_pretrained_model(_copy(tiny_checkpoint, tmp_path / "d", ["clip"]))
+        load_pretrained_model(_copy(tiny_checkpoint, tmp_path / "d", ["clip_tokenizer", "processor_config.json"]))
 
 
 def test_pickle_weights_are_refused_unless_allowed(tiny_checkpoint, tmp_path):
@@ -85,35 +86,29 @@ def test_preprocessing_matches_the_released_processors():
             assert torch.equal(normalize_siglip(frames.siglip), reference["siglip_pixel_values_landscape"])
 
 
-def test_prompt_formats():
+def test_prompt_formats(tiny_model):
+    processor = tiny_model[2]
     prompt = multiple_choice_prompt("What is shown", ["A. a cat", "B. a dog"])
     assert prompt == "What is shown. Please choose the right answer from the following options: ['A. a cat', 'B. a dog']."
-    assert chat_prompt(video_user_turn("Q?")) == (
+    messages = [{"role": "user", "content": [{"type": "video", "path": "v.mp4"}, {"type": "text", "text": "Q?"}]}]
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-        "<|im_start|>user\n<image>\nQ?<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_start|>user\n<video>\nQ?<|im_end|>\n<|im_start|>assistant\n"
     )
 
 
-def test_tokenizer_image_token_places_one_placeholder(tiny_model):
-    tokenizer = tiny_model[0]
-    ids = tokenizer_image_token(chat_prompt(video_user_turn("Q?")), tokenizer)
-    assert (ids == -200).sum() == 1
-    assert tokenizer.decode(ids[ids != -200]) == chat_prompt("\nQ?")
-
-
 def test_answer_video_reports_what_the_model_did(tiny_model):
-    tokenizer, model, processor, _ = tiny_model
+    _, model, processor, _ = tiny_model
     frames = np.random.RandomState(0).randint(0, 256, (12, 40, 60, 3), dtype=np.uint8)
-    answer = answer_video(model, tokenizer, processor, frames, "what colour", video_user_turn("What colour?"), 4)
+    answer = answer_video(model, processor, frames, "what colour", "What colour?", 4)
     assert len(answer.keyframes) == model.config.max_frame_num == 8
     assert answer.keyframe_tokens == 8 * 196 and answer.merged_tokens == 4 and answer.num_frames == 12
+    assert answer.text_tokens == len(processor.tokenizer(processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What colour?"}]}],
+        add_generation_prompt=True)).input_ids) - 1  # the prompt without its one <video>
     assert isinstance(answer.text, str)
-    with pytest.raises(ValueError, match="exactly one <image>"):
-        answer_video(model, tokenizer, processor, frames, "q", "no placeholder")
-    with pytest.raises(ValueError, match="exactly one <image>"):
-        answer_video(model, tokenizer, processor, frames, "q", "<image><image>")
     with pytest.raises(ValueError, match="no frames"):
-        answer_video(model, tokenizer, processor, frames[:0], "q", video_user_turn("q"))
+        answer_video(model, processor, frames[:0], "q", "q")
 
 
 def test_clip_frames_equal_transformers_clip_processor_on_many_shapes():

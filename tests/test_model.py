@@ -5,12 +5,12 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.constants import IGNORE_INDEX
 from llava.model import LlavaQwenConfig, VideoInputs
 from llava.model.builder import load_model
 from llava.model.merger import average_tokens, reference_frames
 from llava.model.pooling import pool_keyframes, pooled_tokens_per_keyframe
-from llava.processing import VideoFrames
+from llava.processing import VideoFrames, video_token_count
 from llava.tiny import write_tiny_checkpoint
 
 
@@ -34,6 +34,26 @@ def _video(num_frames, seed=0, grid=384, clip=32):
     return VideoInputs(VideoFrames(siglip, clip_frames), torch.tensor([0, 5, 9, 13, 1]))
 
 
+def _tensors(*videos: VideoInputs) -> dict:
+    """The processor's video tensors for `videos` (in prompt order)."""
+    width = max(len(v.query_ids) for v in videos)
+    return {
+        "pixel_values_videos": torch.cat([v.frames.siglip for v in videos]),
+        "clip_pixel_values_videos": torch.cat([v.frames.clip for v in videos]),
+        "video_num_frames": torch.tensor([len(v.frames) for v in videos]),
+        "clip_input_ids": torch.stack([torch.nn.functional.pad(v.query_ids, (0, width - len(v.query_ids)), value=1)
+                                       for v in videos]),
+        "clip_attention_mask": torch.stack([(torch.arange(width) < len(v.query_ids)).long() for v in videos]),
+    }
+
+
+def _ids(model, before: list[int], video: VideoInputs | None, after: list[int]) -> list[int]:
+    """A prompt row: `before`, the video's tokens (as the processor expands them), `after`."""
+    config = model.config
+    count = video_token_count(len(video.frames), config.max_frame_num, config.tokens_per_keyframe) if video else 0
+    return before + [config.video_token_id] * count + after
+
+
 def _merged_rows(encoding):
     spans = encoding.frame_spans()
     return {f: encoding.tokens[spans[f][0]] for f in range(len(spans)) if f not in set(encoding.keyframes)}
@@ -45,9 +65,9 @@ def test_streaming_encoder_equals_the_direct_computation(own_model, rule):
     video = _video(13)
     inner.config.dfm_reference = rule
     with torch.no_grad():
-        inner.vision_chunk_size = 3
+        inner.config.vision_chunk_size = 3
         encoding = inner.encode_video(video)
-        inner.vision_chunk_size = 64
+        inner.config.vision_chunk_size = 64
         whole = inner._encode_streaming(video.frames, encoding.keyframes, inner.embed_query(video.query_ids))
         # Direct: all frames at once, reference features picked by the rule.
         features = inner.project_frames(video.frames.siglip)
@@ -110,71 +130,74 @@ def test_other_composers(composer, tmp_path):
         torch.testing.assert_close(token, expected, rtol=0, atol=1e-5)
 
 
-def test_layout_labels_and_padding(tiny_model):
-    tokenizer, model, _, _ = tiny_model
+def test_video_tokens_are_filled_in_order_labels_ignore_them(tiny_model):
+    _, model, _, _ = tiny_model
     video = _video(9, seed=3)
-    ids = torch.tensor([[5, 6, IMAGE_TOKEN_INDEX, 7, 8], [5, 6, 7, 0, 0]])
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    labels = torch.tensor([[-100, -100, -100, 7, 8], [-100, 6, 7, 0, 0]])
+    row = _ids(model, [5, 6], video, [7, 8])
+    ids = torch.tensor([row, [5, 6, 7] + [0] * (len(row) - 3)])
+    mask = torch.tensor([[1] * len(row), [1, 1, 1] + [0] * (len(row) - 3)])
+    labels = ids.clone()
+    labels[1, 3:] = IGNORE_INDEX
     with torch.no_grad():
-        mm = model.prepare_multimodal_inputs(ids, [video, None], mask, labels)
-    visual = mm.encodings[0].tokens.shape[0]
-    assert visual == 8 * 196 + 1 + 1  # 8 keyframes, 1 merged frame, image_newline
-    assert mm.inputs_embeds.shape[1] == 4 + visual
-    assert mm.attention_mask[1].sum() == 3 and mm.attention_mask[1, :3].all()
-    assert (mm.labels[0, 2 : 2 + visual] == IGNORE_INDEX).all()
-    assert mm.labels[0, -2:].tolist() == [7, 8] and mm.labels[1, :3].tolist() == [-100, 6, 7]
-    assert mm.position_ids[0, -1] == 4 + visual - 1
+        (encoding,) = model.model.get_video_features(**_tensors(video))
+        embeds, kept = model._scatter_videos(ids, [encoding], labels)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels, **_tensors(video)).loss
+    visual = encoding.tokens.shape[0]
+    assert visual == 8 * 196 + 1 + 1 == len(row) - 4  # 8 keyframes, 1 merged frame, image_newline
+    torch.testing.assert_close(embeds[0, 2 : 2 + visual], encoding.tokens)
     embed = model.model.embed_tokens
-    torch.testing.assert_close(mm.inputs_embeds[0, -1], embed.weight[8])
-    loss = model(input_ids=ids, attention_mask=mask, labels=labels, videos=[video, None]).loss
-    assert torch.isfinite(loss)
+    torch.testing.assert_close(embeds[0, -1], embed.weight[8])
+    torch.testing.assert_close(embeds[1, :3], embed.weight[[5, 6, 7]])
+    assert (kept[0, 2 : 2 + visual] == IGNORE_INDEX).all() and kept[0, -2:].tolist() == [7, 8]
+    assert torch.equal(kept[1], labels[1]) and torch.isfinite(loss)
 
 
 def test_placeholder_errors(tiny_model):
     _, model, _, _ = tiny_model
     video = _video(4)
-    with pytest.raises(ValueError, match="exactly one <image>"):
-        model.prepare_multimodal_inputs(torch.tensor([[5, 6]]), [video])
-    with pytest.raises(ValueError, match="exactly one <image>"):
-        model.prepare_multimodal_inputs(torch.tensor([[IMAGE_TOKEN_INDEX, 6, IMAGE_TOKEN_INDEX]]), [video])
-    with pytest.raises(ValueError, match="no video"):
-        model.prepare_multimodal_inputs(torch.tensor([[IMAGE_TOKEN_INDEX, 6]]), [None])
+    with pytest.raises(ValueError, match="Video features and video tokens do not match"):
+        model(input_ids=torch.tensor([_ids(model, [5], video, [6])[:-3]]), **_tensors(video))
+    with pytest.raises(ValueError, match="Video features and video tokens do not match"):
+        model(input_ids=torch.tensor([_ids(model, [5], video, [6]) * 2]), **_tensors(video))
+    with pytest.raises(ValueError, match="no video was given"):
+        model(input_ids=torch.tensor([_ids(model, [5], video, [6])]))
     with pytest.raises(ValueError, match="no frames"):
         model.model.encode_video(_video(0))
 
 
 def test_save_and_reload_give_identical_logits(tiny_model, tmp_path):
     _, model, _, _ = tiny_model
-    ids = torch.tensor([[5, IMAGE_TOKEN_INDEX, 7, 8]])
     video = _video(10, seed=4)
+    ids = torch.tensor([_ids(model, [5], video, [7, 8])])
     with torch.no_grad():
-        before = model(input_ids=ids, videos=[video]).logits
+        before = model(input_ids=ids, **_tensors(video)).logits
         model.save_pretrained(tmp_path)
         reloaded = load_model(tmp_path)
-        after = reloaded(input_ids=ids, videos=[video]).logits
+        after = reloaded(input_ids=ids, **_tensors(video)).logits
     assert torch.equal(before, after)
     assert reloaded.config.dfm_reference == "preceding_keyframe"
     assert reloaded.config.vision_config == model.config.vision_config
 
 
-def test_registered_with_the_auto_classes(tiny_checkpoint):
+def test_registered_with_the_auto_classes_and_generate_returns_prompt_and_answer(tiny_checkpoint):
     config = AutoConfig.from_pretrained(tiny_checkpoint)
     assert type(config).__name__ == "LlavaQwenConfig"
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
     assert type(model).__name__ == "LlavaQwenForCausalLM"
-    out = model.generate(torch.tensor([[5, IMAGE_TOKEN_INDEX, 7]]), videos=[_video(3)], max_new_tokens=2, do_sample=False)
-    assert out.shape == (1, 2)
-    text_only = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=2, do_sample=False)
+    video = _video(3)
+    ids = torch.tensor([_ids(model, [5], video, [7])])
+    out = model.generate(input_ids=ids, **_tensors(video), max_new_tokens=2, min_new_tokens=2, do_sample=False)
+    assert out.shape == (1, ids.shape[1] + 2) and torch.equal(out[:, : ids.shape[1]], ids)
+    text_only = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=2, min_new_tokens=2, do_sample=False)
     assert text_only.shape == (1, 5)
 
 
 def test_frames_can_be_numpy_of_any_size(tiny_model):
-    _, _, processor, _ = tiny_model
-    frames = processor(np.zeros((3, 50, 70, 3), dtype=np.uint8))
+    video_processor = tiny_model[2].video_processor
+    frames = video_processor(np.zeros((3, 50, 70, 3), dtype=np.uint8))
     assert frames.siglip.shape == (3, 384, 384, 3) and frames.clip.shape == (3, 32, 32, 3)
     with pytest.raises(ValueError, match="uint8"):
-        processor(np.zeros((2, 10, 10, 3), dtype=np.float32))
+        video_processor(np.zeros((2, 10, 10, 3), dtype=np.float32))
 
 
 @pytest.mark.parametrize("budget", [0, 10**9])
@@ -184,7 +207,7 @@ def test_feature_cache_gives_the_same_tokens(own_model, budget):
     inner = own_model.model
     video = _video(14, seed=10)
     cache = VideoFeatureCache(budget)
-    inner.vision_chunk_size = 3  # several chunks; the first keyframe's chunk may have to go first
+    inner.config.vision_chunk_size = 3  # several chunks; the first keyframe's chunk may have to go first
     with torch.no_grad():
         for query in ([0, 5, 9, 1], [0, 22, 31, 40, 1], [0, 7, 1]):
             ids = torch.tensor(query)
@@ -205,7 +228,7 @@ def test_chunk_order_when_the_first_keyframe_comes_late(own_model, rule):
     inner.config.dfm_reference = rule
     with torch.no_grad():
         for chunk in (2, 64):
-            inner.vision_chunk_size = chunk
+            inner.config.vision_chunk_size = chunk
             results.append(inner._encode_streaming(video.frames, [7, 10], query))
     (pooled_a, merged_a), (pooled_b, merged_b) = results
     assert sorted(merged_a) == sorted(merged_b) == [f for f in range(12) if f not in (7, 10)]
@@ -232,16 +255,17 @@ def test_half_precision_keeps_the_dfm_softmax_in_float32(tiny_checkpoint):
     scale = max(tokens.abs().max() for part in reference for tokens in part.values())
     for ours, theirs in ((pooled, reference[0]), (merged, reference[1])):
         for frame, tokens in theirs.items():
-            assert (ours[frame].float() - tokens).abs().max() < 0.05 * scale, frame
+            assert (ours[frame].float() - tokens).abs().max() < 0.1 * scale, frame  # bf16: 8-bit mantissa, 1/tau = 100
 
 
 def test_generation_computes_logits_for_the_last_position_only(tiny_model):
     _, model, _, _ = tiny_model
     widths = []
     hook = model.lm_head.register_forward_hook(lambda m, i, o: widths.append(i[0].shape[1]))
+    video = _video(6)
     try:
-        model.generate(torch.tensor([[5, IMAGE_TOKEN_INDEX, 7, 8]]), videos=[_video(6)], max_new_tokens=3,
-                       do_sample=False)
+        model.generate(input_ids=torch.tensor([_ids(model, [5], video, [7, 8])]), **_tensors(video), max_new_tokens=3,
+                       min_new_tokens=3, do_sample=False)
     finally:
         hook.remove()
     assert widths == [1, 1, 1]  # prefill of ~1,500 tokens, then two decoding steps: one position each

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import llava.inference as inference
+import llava.processing as processing
 
 import llava.model.modeling_llava_qwen as modeling
 import llava.model.selector as selector
@@ -76,7 +76,7 @@ def test_checker_catches_identical_frames_visited_in_frame_order(monkeypatch):
 
 def test_checker_catches_an_untruncated_long_query(monkeypatch):
     """case_j's question is 127 CLIP tokens; the released scripts keep BOS + 75 tokens + EOS."""
-    monkeypatch.setattr(inference, "CLIP_MAX_TOKENS", 128)
+    monkeypatch.setattr(processing, "CLIP_MAX_TOKENS", 128)
     assert {"preprocess.clip_query_ids", "preprocess.clip_query_mask"} <= _failed("case_j")
 
 

@@ -7,14 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.mm_utils import tokenizer_image_token
+from llava.constants import IGNORE_INDEX
 from llava.train.dataset import (
     DataEvent,
     DecodedVideoCache,
     SupervisedVideoDataset,
     VideoCollator,
-    VisualTokenCounter,
     load_frame_folder,
     tokenize_conversation,
 )
@@ -35,10 +33,9 @@ def _record(video, turns=TURNS, frames=False, max_frame_num=6, fps=1.0):
 
 
 def _dataset(tiny_model, records, max_length=4096, cache_dir=None):
-    tokenizer, model, processor, _ = tiny_model
-    counter = VisualTokenCounter(model.config, model.model.vision_tower.grid_size)
-    cache = DecodedVideoCache(cache_dir, processor) if cache_dir else None
-    return SupervisedVideoDataset(records, tokenizer, processor, counter, max_length, cache)
+    processor = tiny_model[2]
+    cache = DecodedVideoCache(cache_dir, processor.video_processor) if cache_dir else None
+    return SupervisedVideoDataset(records, processor, max_length, cache)
 
 
 @pytest.fixture(scope="module")
@@ -48,50 +45,57 @@ def videos(tmp_path_factory):
     return folder
 
 
-def test_labels_keep_only_the_assistant_answers(tiny_model):
-    tokenizer = tiny_model[0]
-    ids, labels = tokenize_conversation(TURNS, tokenizer)
-    assert ids.shape == labels.shape and (ids == IMAGE_TOKEN_INDEX).sum() == 1
+def test_labels_keep_only_the_assistant_answers_and_the_text_is_the_chat_template(tiny_model):
+    processor = tiny_model[2]
+    tokenizer = processor.tokenizer
+    ids, labels = tokenize_conversation(TURNS, processor, num_frames=5)
+    assert ids.shape == labels.shape and (ids == processor.video_token_id).sum() == processor.video_token_count(5)
     targets = [(tokenizer.decode(ids[i : i + 1])) for i in range(len(ids)) if labels[i] != IGNORE_INDEX]
     assert "".join(targets) == "red<|im_end|>yes<|im_end|>"
     assert torch.equal(labels[labels != IGNORE_INDEX], ids[labels != IGNORE_INDEX])
-    full = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<image>\nWhat colour is the " \
-           "background?<|im_end|>\n<|im_start|>assistant\nred<|im_end|>\n<|im_start|>user\nIs the square white?" \
-           "<|im_end|>\n<|im_start|>assistant\nyes<|im_end|>\n"
-    assert torch.equal(ids, tokenizer_image_token(full, tokenizer))
+    # The same token ids as the processor's chat template (one place for the qwen_1_5 format).
+    messages = [{"role": "user", "content": [{"type": "video", "video": np.zeros((5, 8, 8, 3), np.uint8)},
+                                             {"type": "text", "text": "What colour is the background?"}]},
+                {"role": "assistant", "content": "red"}, {"role": "user", "content": "Is the square white?"},
+                {"role": "assistant", "content": "yes"}]
+    templated = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
+    assert torch.equal(ids, templated["input_ids"][0])
 
 
 def test_a_sample_has_its_frames_query_and_exact_visual_token_count(tiny_model, videos):
-    _, model, _, _ = tiny_model
+    _, model, processor, _ = tiny_model
     dataset = _dataset(tiny_model, [_record(videos / "blue.mp4", max_frame_num=9)])
     sample = dataset[0]
-    assert sample.event is None and len(sample.video.frames) == 9  # 10 s at 1 fps, capped at 9
+    assert sample.event is None and len(sample.frames) == 9  # 10 s at 1 fps, capped at 9
+    assert sample.query == "What colour is the background?"
+    batch = VideoCollator(processor)([sample])
     with torch.no_grad():
-        tokens = model.model.encode_video(sample.video).tokens
-    assert tokens.shape[0] == dataset.visual_tokens(9)
+        (encoding,) = model.model.get_video_features(
+            batch["pixel_values_videos"], batch["clip_pixel_values_videos"], batch["video_num_frames"],
+            batch["clip_input_ids"], batch["clip_attention_mask"])
+    assert encoding.tokens.shape[0] == (sample.input_ids == processor.video_token_id).sum() == processor.video_token_count(9)
 
 
 def test_the_dataset_sampling_rate_is_honoured(tiny_model, videos):
     dataset = _dataset(tiny_model, [_record(videos / "red.mp4", max_frame_num=100),
                                     _record(videos / "red.mp4", max_frame_num=100, fps=2.0)])
     one_fps, two_fps = dataset[0], dataset[1]
-    assert (len(one_fps.video.frames), len(two_fps.video.frames)) == (6, 12)  # a 6-second video
+    assert (len(one_fps.frames), len(two_fps.frames)) == (6, 12)  # a 6-second video
 
 
 def test_long_samples_are_truncated_after_the_video_or_dropped(tiny_model, videos):
     record = _record(videos / "red.mp4")
     full = _dataset(tiny_model, [record])[0]
-    visual = _dataset(tiny_model, [record]).visual_tokens(len(full.video.frames))
-    length = full.input_ids.shape[0] - 1 + visual
-    # Room for everything up to the first answer's first tokens: cut the text, keep the video.
+    video_end = int((full.input_ids == tiny_model[2].video_token_id).nonzero()[-1]) + 1
+    # Room for everything up to the first answer's first token: cut the text, keep the video.
     first_answer = int((full.labels != IGNORE_INDEX).nonzero()[0])
-    cut = _dataset(tiny_model, [record], max_length=length - (full.input_ids.shape[0] - first_answer - 1))[0]
+    cut = _dataset(tiny_model, [record], max_length=first_answer + 1)[0]
     assert cut.event.kind == "truncated" and "data.json#0" == cut.event.source
-    assert cut.input_ids.shape[0] == first_answer + 1 and torch.equal(cut.input_ids, full.input_ids[: first_answer + 1])
+    assert torch.equal(cut.input_ids, full.input_ids[: first_answer + 1]) and torch.equal(cut.labels, full.labels[: first_answer + 1])
     # The answer would be cut entirely, or the video does not fit: dropped, never cut inside the video.
-    no_answer = _dataset(tiny_model, [record], max_length=length - (full.input_ids.shape[0] - first_answer))[0]
+    no_answer = _dataset(tiny_model, [record], max_length=first_answer)[0]
     assert not no_answer.usable and no_answer.event.kind == "dropped" and "no answer token" in no_answer.event.message
-    too_small = _dataset(tiny_model, [record], max_length=visual)[0]
+    too_small = _dataset(tiny_model, [record], max_length=video_end - 1)[0]
     assert not too_small.usable and "the video alone does not fit" in too_small.event.message
 
 
@@ -106,9 +110,9 @@ def test_the_frame_cache_serves_later_epochs_and_notices_a_replaced_video(tiny_m
     video = tmp_path / "clip.mp4"
     shutil.copy(videos / "red.mp4", video)
     records = [_record(video), _record(video, max_frame_num=3)]  # another frame cap is another cache entry
-    decoded = [_dataset(tiny_model, [r])[0].video.frames for r in records]
+    decoded = [_dataset(tiny_model, [r])[0].frames for r in records]
     dataset = _dataset(tiny_model, records, cache_dir=tmp_path / "cache")
-    assert all(torch.equal(dataset[i].video.frames.siglip, decoded[i].siglip) for i in range(2))  # first epoch
+    assert all(torch.equal(dataset[i].frames.siglip, decoded[i].siglip) for i in range(2))  # first epoch
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
     def no_decoding(*args, **kwargs):
@@ -116,26 +120,26 @@ def test_the_frame_cache_serves_later_epochs_and_notices_a_replaced_video(tiny_m
 
     monkeypatch.setattr("llava.train.dataset.load_video", no_decoding)
     for i in range(2):  # later epochs: read back, identical
-        frames = dataset[i].video.frames
+        frames = dataset[i].frames
         assert torch.equal(frames.siglip, decoded[i].siglip) and torch.equal(frames.clip, decoded[i].clip)
     monkeypatch.undo()
     shutil.copy(videos / "blue.mp4", video)  # replaced: decoded again, not served stale
-    assert dataset[0].video.frames.siglip[0, 0, 0, 2] > 150
+    assert dataset[0].frames.siglip[0, 0, 0, 2] > 150
 
 
 def test_an_unreadable_cache_file_is_decoded_again_and_a_missing_video_still_fails(tiny_model, videos, tmp_path):
     record = _record(videos / "green.mp4")
     dataset = _dataset(tiny_model, [record, _record(tmp_path / "gone.mp4")], cache_dir=tmp_path / "cache")
-    expected = dataset[0].video.frames.siglip
+    expected = dataset[0].frames.siglip
     dataset.cache.path(record).write_bytes(b"truncated")
-    assert torch.equal(dataset[0].video.frames.siglip, expected)
+    assert torch.equal(dataset[0].frames.siglip, expected)
     assert np.load(dataset.cache.path(record))["siglip"].shape == tuple(expected.shape)  # rewritten whole
     missing = dataset[1]
     assert missing.event.kind == "failed" and "gone.mp4" in missing.event.message
 
 
 def test_frame_folders_are_read_in_name_order_and_capped(tiny_model, tmp_path):
-    processor = tiny_model[2]
+    processor = tiny_model[2].video_processor
     for i in range(10):
         Image.fromarray(np.full((40, 60, 3), i * 20, dtype=np.uint8)).save(tmp_path / f"frame_{i:03d}.png")
     (tmp_path / "notes.txt").write_text("ignored")
@@ -143,21 +147,23 @@ def test_frame_folders_are_read_in_name_order_and_capped(tiny_model, tmp_path):
     assert len(frames) == 4
     assert [int(frames.siglip[i, 0, 0, 0]) for i in range(4)] == [0, 60, 120, 180]  # files 0, 3, 6, 9
     sample = _dataset(tiny_model, [_record(tmp_path, frames=True, max_frame_num=5)])[0]
-    assert sample.event is None and len(sample.video.frames) == 5
+    assert sample.event is None and len(sample.frames) == 5
 
 
 def test_the_collator_pads_and_replaces_an_all_skipped_batch(tiny_model, videos, tmp_path):
-    tokenizer = tiny_model[0]
+    processor = tiny_model[2]
     dataset = _dataset(tiny_model, [_record(videos / "red.mp4"), _record(tmp_path / "missing.mp4"),
                                     _record(None, turns=(("user", "hi"), ("assistant", "hello")))])
-    collate = VideoCollator(tokenizer.pad_token_id)
+    collate = VideoCollator(processor)
     batch = collate([dataset[0], dataset[1], dataset[2]])
-    assert batch["num_samples"] == 2 and batch["input_ids"].shape[0] == 2 and batch["videos"][1] is None
+    assert batch["num_samples"] == 2 and batch["input_ids"].shape[0] == 2
+    assert batch["video_num_frames"].tolist() == [6] and batch["pixel_values_videos"].shape[0] == 6
+    assert (batch["input_ids"][1] != processor.video_token_id).all()
     assert [e.kind for e in batch["data_events"]] == ["failed"]
     assert batch["attention_mask"][1].sum() == dataset[2].input_ids.shape[0]
     assert (batch["labels"][1][batch["attention_mask"][1] == 0] == IGNORE_INDEX).all()
     empty = collate([dataset[1]])
-    assert empty["num_samples"] == 0 and empty["videos"] == [None] and (empty["labels"] == IGNORE_INDEX).all()
+    assert empty["num_samples"] == 0 and "pixel_values_videos" not in empty and (empty["labels"] == IGNORE_INDEX).all()
 
 
 def test_the_monitor_stops_past_the_failure_fraction():

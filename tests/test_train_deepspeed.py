@@ -53,4 +53,4 @@ def test_zero2_and_zero3_train_two_ranks_and_save_loadable_checkpoints(tiny_chec
     for key in base:  # same data, same seed: ZeRO-2 and ZeRO-3 take the same steps
         torch.testing.assert_close(zero3[key], zero2[key], rtol=0, atol=1e-5)
     tokenizer, model, processor, _ = load_pretrained_model(outputs["zero3.json"])
-    assert (outputs["zero3.json"] / "clip" / "tokenizer.json").exists() and processor.clip_tokenizer is not None
+    assert (outputs["zero3.json"] / "clip_tokenizer" / "tokenizer.json").exists() and processor.clip_tokenizer is not None

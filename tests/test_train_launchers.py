@@ -30,4 +30,4 @@ def test_single_node_launcher_trains_and_saves(tiny_checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     command = result.stdout.splitlines()[0]
     assert "--nproc_per_node 1" in command and f"--data_path {registry}" in command and "llava/train/train.py" in command
-    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "clip").is_dir()
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "clip_tokenizer").is_dir()

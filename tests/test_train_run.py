@@ -34,7 +34,7 @@ def _argv(checkpoint, output, videos, data=REPO / "example-10.json", *extra):
 
 def _logits(model, trainer, index=0):
     batch = trainer.data_collator([trainer.train_dataset[index]])
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "videos")}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "data_events", "num_samples")}
     with torch.no_grad():
         return model.eval()(**inputs).logits
 
@@ -56,7 +56,8 @@ def test_entry_point_trains_saves_reloads_and_resumes(tiny_checkpoint, tmp_path,
     for folder in (out, out / "checkpoint-3"):
         _, loaded, _, max_length = load_pretrained_model(folder)
         torch.testing.assert_close(_logits(loaded, trainer), _logits(trainer.model, trainer), rtol=0, atol=1e-5)
-    assert (out / "clip" / "tokenizer.json").exists() and max_length == trainer.model.config.tokenizer_model_max_length
+    assert (out / "clip_tokenizer" / "tokenizer.json").exists() and (out / "processor_config.json").exists()
+    assert max_length == trainer.model.config.tokenizer_model_max_length
     resumed = main(argv[:-8] + ["--max_steps", "4", "--resume_from_checkpoint", str(out / "checkpoint-3"),
                                 "--mm_tunable_parts", ALL_PARTS, "--mm_vision_tower_lr", "1e-4"])
     assert resumed.state.global_step == 4

@@ -2,16 +2,15 @@
 
 import torch
 
-from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import load_model
-from tests.test_model import _video
+from tests.test_model import _ids, _tensors, _video
 
 
 def test_gradients_reach_the_selector_merger_and_projector(tiny_checkpoint):
     model = load_model(tiny_checkpoint).train()
     video = _video(12, seed=5)
-    ids = torch.tensor([[5, IMAGE_TOKEN_INDEX, 7, 8]])
-    loss = model(input_ids=ids, labels=ids.clamp(min=0), videos=[video]).loss
+    ids = torch.tensor([_ids(model, [5], video, [7, 8])])
+    loss = model(input_ids=ids, labels=ids, **_tensors(video)).loss
     loss.backward()
     inner = model.model
     for name, param in (
@@ -31,7 +30,8 @@ def test_straight_through_leaves_the_tokens_unchanged(tiny_checkpoint):
     video = _video(12, seed=6)
     with torch.no_grad():
         plain = model.model.encode_video(video).tokens
-    with_grad = model.model.encode_video(video).tokens  # whole-video calls instead of chunks: float32 rounding apart
+    model.train()  # the estimator is on; whole-video calls instead of chunks: float32 rounding apart
+    with_grad = model.model.encode_video(video).tokens
     torch.testing.assert_close(with_grad.detach(), plain, rtol=0, atol=1e-5 * max(1.0, float(plain.abs().max())))
     assert with_grad.requires_grad
 
@@ -51,7 +51,7 @@ def _module_calls(model, video):
 
 def test_every_module_runs_the_same_number_of_times_whatever_the_video(tiny_checkpoint):
     model = load_model(tiny_checkpoint).train()
-    model.model.vision_chunk_size = 2  # inference chunking must not leak into training
+    model.config.vision_chunk_size = 2  # inference chunking must not leak into training
     long_video, all_keyframes = _video(40, seed=7), _video(3, seed=8)
     assert _module_calls(model, long_video) == _module_calls(model, all_keyframes)
 
@@ -67,7 +67,7 @@ def test_text_only_samples_still_run_the_vision_modules(tiny_checkpoint):
         if name in with_video
     ]
     ids = torch.tensor([[5, 6, 7]])
-    loss = model(input_ids=ids, labels=ids, videos=[None]).loss
+    loss = model(input_ids=ids, labels=ids).loss
     for hook in hooks:
         hook.remove()
     assert calls == with_video

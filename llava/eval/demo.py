@@ -15,7 +15,8 @@ from pathlib import Path
 
 from llava.eval import mlvu
 from llava.eval.answers import split_option
-from llava.eval.harness import MODELS_DIR, read_jsonl, run
+from llava.eval.harness import read_jsonl, run
+from llava.model.builder import find_checkpoint
 from llava.eval.synthetic import write_jsonl
 from llava.synthetic import OPTIONS, colour_prior, generate
 
@@ -23,17 +24,6 @@ SHIPPED = Path(__file__).resolve().parents[1] / "synthetic" / "needle-vilamp"
 DEMO_DIR = Path("dataset/demo-needle")
 OUTPUT_DIR = Path("outputs/demo_needle")
 DEMO_SEED = 2026  # learn runs use seeds 0-5
-
-
-def find_checkpoint(model: str | None) -> Path:
-    """`--model` (a folder or a name under models/), else the first checkpoint under models/, else the shipped one."""
-    if model is not None:
-        for candidate in (Path(model), MODELS_DIR / model):
-            if (candidate / "config.json").is_file():
-                return candidate
-        raise SystemExit(f"error: --model {model!r}: no checkpoint (config.json) at {model} or {MODELS_DIR / model}")
-    found = sorted(path.parent for path in MODELS_DIR.glob("*/config.json"))
-    return found[0] if found else SHIPPED
 
 
 def write_questions(videos: int) -> tuple[Path, list[dict]]:
@@ -53,16 +43,16 @@ def write_questions(videos: int) -> tuple[Path, list[dict]]:
 
 def draw_one(checkpoint: Path, video: Path, row: dict, out: Path) -> str:
     """Answer one question as the harness does and draw what the model looked at; returns the answer."""
-    from llava.conversation import multiple_choice_prompt, video_user_turn
+    from llava.conversation import multiple_choice_prompt
     from llava.inference import answer_video
     from llava.model.builder import load_pretrained_model
     from llava.video import load_video
     from llava.visualize import visualize
 
-    tokenizer, model, processor, _ = load_pretrained_model(checkpoint)
-    decoded = load_video(video, processor)
-    prompt = video_user_turn(multiple_choice_prompt(row["question"], row["options"]))
-    answer = answer_video(model, tokenizer, processor, decoded.frames, row["question"], prompt, max_new_tokens=8)
+    _, model, processor, _ = load_pretrained_model(checkpoint)
+    decoded = load_video(video, processor.video_processor)
+    prompt = multiple_choice_prompt(row["question"], row["options"])
+    answer = answer_video(model, processor, decoded.frames, row["question"], prompt, max_new_tokens=8)
     visualize(model, processor, decoded, row["question"], answer, out, video.name)
     return answer.text
 
@@ -74,7 +64,7 @@ def main(argv=None) -> float:
     args = parser.parse_args(argv)
     if args.videos < 1:
         parser.error(f"--videos {args.videos}: at least one video")
-    checkpoint = find_checkpoint(args.model)
+    checkpoint = find_checkpoint(args.model, default=SHIPPED)
     print(f"checkpoint: {checkpoint}")
     questions, rows = write_questions(args.videos)
     run(mlvu.BENCHMARK, ["--dataset_path", str(questions), "--video_dir", str(questions.parent / "videos"),

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llava.conversation import multiple_choice_prompt, video_user_turn
+from llava.conversation import multiple_choice_prompt
 from llava.eval.answers import gold_letter, grade_multiple_choice, grade_open, letter_options
+from llava.model.builder import CheckpointError, find_checkpoint
 
-MODELS_DIR = Path("models")
 MANIFEST = "run.json"
 
 
@@ -125,10 +125,6 @@ def multiple_choice_item(where: str, qid: str, video_id: str, videos: tuple[Path
                 options, fields or {}, scored=gold is not None)
 
 
-def user_prompt(item: Item) -> str:
-    return video_user_turn(item.prompt)
-
-
 # ----- arguments -----
 
 
@@ -161,13 +157,6 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     if benchmark.add_arguments:
         benchmark.add_arguments(parser)
     return parser
-
-
-def resolve_checkpoint(version: str) -> Path:
-    for candidate in (Path(version), MODELS_DIR / version):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise EvalError(f"--version {version!r}: no checkpoint (config.json) at {version} or {MODELS_DIR / version}")
 
 
 # ----- sharding and records -----
@@ -275,13 +264,14 @@ def evaluate(benchmark: Benchmark, items: list[Item], handle, model_bundle, max_
     from llava.model import VideoFeatureCache
     from llava.video import load_video
 
-    tokenizer, model, processor = model_bundle
+    model, processor = model_bundle
     done = errors = 0
     with tqdm(total=len(items), desc=benchmark.name, unit="q", dynamic_ncols=True) as bar:
         for group in group_by_video(items):
             started = time.perf_counter()
             try:
-                video, video_error = load_video(find_video(group[0]), processor, max_frame_num), None
+                video = load_video(find_video(group[0]), processor.video_processor, max_frame_num)
+                video_error = None
             except Exception as error:
                 video, video_error = None, f"{type(error).__name__}: {error}"
             decode_seconds = time.perf_counter() - started
@@ -291,8 +281,8 @@ def evaluate(benchmark: Benchmark, items: list[Item], handle, model_bundle, max_
                 try:
                     if video_error:
                         raise RuntimeError(video_error)
-                    answer = answer_video(model, tokenizer, processor, video.frames, item.question,
-                                          user_prompt(item), item.max_new_tokens, cache)
+                    answer = answer_video(model, processor, video.frames, item.question, item.prompt,
+                                          item.max_new_tokens, cache)
                     outcome = {"response": answer.text, **grade(item, answer.text), "frames": answer.num_frames,
                                "keyframes": answer.keyframes, "error": None}
                 except Exception as error:
@@ -311,15 +301,12 @@ def evaluate(benchmark: Benchmark, items: list[Item], handle, model_bundle, max_
 
 
 def load_model(checkpoint: Path, args):
-    import torch
-
     from llava.model.builder import load_pretrained_model
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer, model, processor, _ = load_pretrained_model(
-        checkpoint, device=device, dtype=args.dtype, attn_implementation=args.attn_implementation
+    _, model, processor, _ = load_pretrained_model(
+        checkpoint, device_map=args.device or "auto", dtype=args.dtype, attn_implementation=args.attn_implementation
     )
-    return tokenizer, model, processor
+    return model, processor
 
 
 def run(benchmark: Benchmark, argv=None) -> Path:
@@ -328,7 +315,7 @@ def run(benchmark: Benchmark, argv=None) -> Path:
 
     args = build_parser(benchmark).parse_args(argv)
     index, count = parse_split(args.split)
-    checkpoint = resolve_checkpoint(args.version)
+    checkpoint = find_checkpoint(args.version, flag="--version")
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit {args.limit}: must be at least 1")
     if args.max_frame_num < 1:
@@ -358,5 +345,5 @@ def main(benchmark: Benchmark, argv=None) -> None:
     """Entry point of the exp_*.py scripts: input errors end the run with a one-line message."""
     try:
         run(benchmark, argv)
-    except EvalError as error:
+    except (EvalError, CheckpointError) as error:
         sys.exit(f"error: {error}")

@@ -1,12 +1,12 @@
 """ViLAMP model package; importing it registers `llava_qwen` with transformers' Auto classes."""
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
+from llava.processing import VilampProcessor
 from llava.model.modeling_llava_qwen import (
     LlavaQwenForCausalLM,
     LlavaQwenModel,
-    MultimodalInputs,
     VideoEncoding,
     VideoFeatureCache,
     VideoInputs,
@@ -14,13 +14,14 @@ from llava.model.modeling_llava_qwen import (
 
 AutoConfig.register("llava_qwen", LlavaQwenConfig, exist_ok=True)
 AutoModelForCausalLM.register(LlavaQwenConfig, LlavaQwenForCausalLM, exist_ok=True)
+AutoProcessor.register(LlavaQwenConfig, VilampProcessor, exist_ok=True)
 
 __all__ = [
     "LlavaQwenConfig",
     "LlavaQwenForCausalLM",
     "LlavaQwenModel",
-    "MultimodalInputs",
     "VideoEncoding",
     "VideoFeatureCache",
     "VideoInputs",
+    "VilampProcessor",
 ]

@@ -1,7 +1,9 @@
 """Loading ViLAMP checkpoints (released or written by this project) without downloading anything.
 
 `load_pretrained_model` keeps the released call shape and return value:
-`tokenizer, model, image_processor, max_length = load_pretrained_model(path, None, "llava_qwen", ...)`.
+`tokenizer, model, processor, max_length = load_pretrained_model(path, None, "llava_qwen", ...)`; the model is the
+one `AutoModelForCausalLM.from_pretrained` gives, the processor the one `AutoProcessor.from_pretrained` gives (or,
+for a released checkpoint that has no processor files yet, the same processor built from its parts).
 """
 
 import importlib.util
@@ -16,22 +18,52 @@ from transformers import AutoTokenizer, CLIPTokenizer
 import llava.model  # noqa: F401  (registers llava_qwen with the Auto classes)
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
-from llava.processing import VideoProcessor
+from llava.processing import VilampProcessor
 
 logger = logging.getLogger(__name__)
 
 # Architecture files the oracle fixtures (and the released code's folders) keep beside config.json.
 SIGLIP_CONFIG_FILE = "siglip_vision_config.json"
 CLIP_CONFIG_FILE = "clip_config.json"
-CLIP_TOKENIZER_DIR = "clip"  # this project keeps the CLIP tokenizer of the DKS query here
+CLIP_TOKENIZER_DIR = "clip_tokenizer"  # where `VilampProcessor.save_pretrained` puts the CLIP query tokenizer
+LEGACY_CLIP_TOKENIZER_DIR = "clip"  # where checkpoints written before the processor kept it
+PROCESSOR_FILE = "processor_config.json"
 TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
-# Frames per SigLIP call at inference: on a GPU a chunk of the 7B model's features (64 x 729 x 3584, bf16) is ~0.3 GB
-# and keeps the tensor cores busy; on a CPU smaller chunks lower the peak with no loss of speed.
-VISION_CHUNK_SIZE = {"cuda": 64, "cpu": 16}
+
+
+MODELS_DIR = Path("models")  # where users put checkpoints; a bare name means a folder here
+TINY_COMMAND = "python -m llava.tiny models/tiny-vilamp"
 
 
 class CheckpointError(FileNotFoundError):
     """A checkpoint directory is missing something it needs; the message names it."""
+
+
+def find_checkpoint(model: str | os.PathLike | None, flag: str = "--model", default: Path | None = None) -> Path:
+    """`model` (a folder, or a name under models/), else the first folder under models/ with a config.json, else
+    `default`; the error names `flag` and what to do."""
+    if model is not None:
+        for candidate in (Path(model), MODELS_DIR / model):
+            if (candidate / "config.json").is_file():
+                return candidate
+        raise CheckpointError(f"{flag} {model}: no checkpoint there (no config.json in {model} or "
+                              f"{MODELS_DIR / model}). To try the pipeline, build a tiny random one: {TINY_COMMAND}")
+    found = sorted(path.parent for path in MODELS_DIR.glob("*/config.json"))
+    if found or default is not None:
+        return found[0] if found else default
+    raise CheckpointError(
+        f"no checkpoint: {MODELS_DIR.resolve()} has no folder with a config.json. Put the released "
+        f"ViLAMP-llava-qwen checkpoint in {MODELS_DIR}/ViLAMP-llava-qwen/ (README: \"Real weights\"), or build "
+        f"a tiny random one to try the pipeline: {TINY_COMMAND}")
+
+
+def resolve_device(device_map: str | None) -> str:
+    """`device_map` as released callers pass it: "auto" is CUDA when available, else CPU."""
+    if device_map in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device_map, str):
+        raise ValueError(f"device_map={device_map!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return device_map
 
 
 def resolve_attn_implementation(requested: str | None, device: str) -> str:
@@ -82,8 +114,10 @@ def weight_files(model_path: Path, allow_pickle: bool) -> list[Path]:
     raise CheckpointError(f"{model_path}: no model.safetensors, model.safetensors.index.json or pytorch_model*.bin")
 
 
-def load_config(model_path: str | os.PathLike, overwrite_config: dict | None = None) -> LlavaQwenConfig:
-    """Config from `config.json`; sub-model architectures from the config, the files beside it, or the defaults."""
+def load_config(model_path: str | os.PathLike, overwrite_config: dict | None = None,
+                customized_config: LlavaQwenConfig | None = None) -> LlavaQwenConfig:
+    """Config from `config.json` (or `customized_config`, as released callers pass it), then `overwrite_config`'s
+    fields; sub-model architectures from the config, the files beside it, or the defaults."""
     model_path = Path(model_path)
     config_file = model_path / "config.json"
     if not config_file.exists():
@@ -91,10 +125,10 @@ def load_config(model_path: str | os.PathLike, overwrite_config: dict | None = N
     raw = json.loads(config_file.read_text())
     if raw.get("model_type") != "llava_qwen":
         raise ValueError(f"{config_file}: model_type is {raw.get('model_type')!r}, expected 'llava_qwen'")
-    config = LlavaQwenConfig.from_pretrained(model_path)
+    config = customized_config if customized_config is not None else LlavaQwenConfig.from_pretrained(model_path)
     defaults = {"vision_config": "SigLIP-so400m-patch14-384", "clip_config": "CLIP ViT-B/32"}
     for field, file_name in (("vision_config", SIGLIP_CONFIG_FILE), ("clip_config", CLIP_CONFIG_FILE)):
-        if field in raw:
+        if field in raw or customized_config is not None:
             continue
         if (model_path / file_name).exists():
             setattr(config, field, json.loads((model_path / file_name).read_text()))
@@ -113,19 +147,19 @@ def load_model(
     attn_implementation: str | None = None,
     allow_pickle: bool = False,
     overwrite_config: dict | None = None,
+    customized_config: LlavaQwenConfig | None = None,
 ) -> LlavaQwenForCausalLM:
     """Config + weights -> an eval-mode model on `device`. Missing or unexpected weights are an error."""
     model_path = Path(model_path)
     if not model_path.is_dir():
         raise CheckpointError(f"checkpoint directory {model_path} does not exist")
-    config = load_config(model_path, overwrite_config)
+    config = load_config(model_path, overwrite_config, customized_config)
     files = weight_files(model_path, allow_pickle)
-    attn = resolve_attn_implementation(attn_implementation, device)
     model, info = LlavaQwenForCausalLM.from_pretrained(
         model_path,
         config=config,
         dtype=resolve_dtype(dtype, device),
-        attn_implementation=attn,
+        attn_implementation=resolve_attn_implementation(attn_implementation, device),
         use_safetensors=files[0].suffix == ".safetensors",
         output_loading_info=True,
     )
@@ -133,15 +167,39 @@ def load_model(
     if problems:
         details = "; ".join(f"{k}: {sorted(map(str, v))[:8]}" for k, v in problems.items())
         raise CheckpointError(f"{model_path}: weights do not match the config ({details})")
-    # The nested SigLIP gets transformers' default attention unless told; CLIP (50 tokens a frame) keeps sdpa.
-    model.model.vision_tower.vision_tower.vision_model.set_attn_implementation(attn)
-    model.model.vision_chunk_size = VISION_CHUNK_SIZE["cuda" if str(device).startswith("cuda") else "cpu"]
     return model.to(device).eval()
+
+
+def processor_settings(config: LlavaQwenConfig) -> dict:
+    """The processor fields that follow from the model config: frame sizes and the visual-token arithmetic."""
+    return {
+        "siglip_size": config.siglip_config.image_size,
+        "clip_size": config.frame_selector_clip_config.vision_config.image_size,
+        "num_keyframes": config.max_frame_num,
+        "tokens_per_keyframe": config.tokens_per_keyframe,
+    }
+
+
+def load_processor(model_path: str | os.PathLike, config: LlavaQwenConfig | None = None) -> VilampProcessor:
+    """The checkpoint's `VilampProcessor`: its saved files, or (released layout) built from its Qwen tokenizer, its
+    CLIP tokenizer (`clip_tokenizer/`, `clip/` or the config's `clip_model_path`) and its config. Either way the
+    frame sizes and token arithmetic follow `config` (default: the checkpoint's)."""
+    model_path = Path(model_path)
+    config = config or load_config(model_path)
+    if (model_path / PROCESSOR_FILE).exists():
+        processor = VilampProcessor.from_pretrained(model_path)
+        for name, value in processor_settings(config).items():
+            setattr(processor, name, value)
+        return processor
+    if not _has_tokenizer(model_path):
+        raise CheckpointError(f"{model_path}: no tokenizer (need tokenizer.json, or vocab.json + merges.txt)")
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    return VilampProcessor(tokenizer, load_clip_tokenizer(model_path, config), **processor_settings(config))
 
 
 def load_clip_tokenizer(model_path: Path, config: LlavaQwenConfig) -> CLIPTokenizer:
     """The CLIP tokenizer for the DKS query: `<checkpoint>/clip/`, else the config's `clip_model_path` if it exists."""
-    candidates = [model_path / CLIP_TOKENIZER_DIR]
+    candidates = [model_path / CLIP_TOKENIZER_DIR, model_path / LEGACY_CLIP_TOKENIZER_DIR]
     if config.clip_model_path:
         candidates.append(Path(config.clip_model_path))
     for folder in candidates:
@@ -157,40 +215,50 @@ def load_pretrained_model(
     model_path: str | os.PathLike,
     model_base: str | os.PathLike | None = None,
     model_name: str = "llava_qwen",
-    device: str = "cpu",
+    device_map: str | None = "auto",
     dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
     allow_pickle: bool = False,
     overwrite_config: dict | None = None,
+    customized_config: LlavaQwenConfig | None = None,
+    device: str | None = None,
+    torch_dtype: str | torch.dtype | None = None,
 ):
-    """-> (tokenizer, model, image_processor, max_length), as the released loader returns them.
+    """-> (tokenizer, model, processor, max_length), as the released loader returns them (its third value, the
+    image processor, is the `VilampProcessor` here).
 
     `model_base` is the base checkpoint of a LoRA adapter stored at `model_path` (merged on load).
     `model_name` is accepted for compatibility with the released callers; the architecture comes from the config.
-    `image_processor` is a `VideoProcessor`; its `clip_tokenizer` and `clip_image_processor` serve the DKS query.
+    `device_map` ("auto", "cpu", "cuda", "cuda:N"; `device` is an alias) and `torch_dtype` (alias of `dtype`) as the
+    released callers pass them. A checkpoint without `video_token_id` in its config (released) gets the processor's.
     """
     model_path = Path(model_path)
+    device = resolve_device(device or device_map)
+    dtype = dtype if dtype is not None else torch_dtype
     if model_base is None:
-        model = load_model(model_path, device, dtype, attn_implementation, allow_pickle, overwrite_config)
-        tokenizer_path = model_path
+        model = load_model(model_path, device, dtype, attn_implementation, allow_pickle, overwrite_config,
+                           customized_config)
+        processor_path = model_path
     else:
-        model = _load_lora(model_path, Path(model_base), device, dtype, attn_implementation, allow_pickle, overwrite_config)
-        tokenizer_path = model_path if _has_tokenizer(model_path) else Path(model_base)
-    if not _has_tokenizer(tokenizer_path):
-        raise CheckpointError(f"{tokenizer_path}: no tokenizer (need tokenizer.json, or vocab.json + merges.txt)")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    tower = model.model.vision_tower.config
-    processor = VideoProcessor(tower.image_size, model.model.frame_selector.image_size)
-    processor.clip_tokenizer = load_clip_tokenizer(tokenizer_path, model.config)
-    return tokenizer, model, processor, model.config.tokenizer_model_max_length
+        model = _load_lora(model_path, Path(model_base), device, dtype, attn_implementation, allow_pickle,
+                           overwrite_config, customized_config)
+        processor_path = model_path if _has_tokenizer(model_path) else Path(model_base)
+    processor = load_processor(processor_path, model.config)
+    if model.config.video_token_id is None:
+        model.config.video_token_id = processor.video_token_id
+    elif model.config.video_token_id != processor.video_token_id:
+        raise CheckpointError(f"{processor_path}: the processor's {processor.video_token} is token "
+                              f"{processor.video_token_id} but config.json says video_token_id="
+                              f"{model.config.video_token_id}")
+    return processor.tokenizer, model, processor, model.config.tokenizer_model_max_length
 
 
-def _load_lora(adapter_path, base_path, device, dtype, attn, allow_pickle, overwrite_config):
+def _load_lora(adapter_path, base_path, device, dtype, attn, allow_pickle, overwrite_config, customized_config):
     from peft import PeftModel
 
     if not (adapter_path / "adapter_config.json").exists():
         raise CheckpointError(f"{adapter_path}: model_base was given but adapter_config.json is missing")
-    base = load_model(base_path, device, dtype, attn, allow_pickle, overwrite_config)
+    base = load_model(base_path, device, dtype, attn, allow_pickle, overwrite_config, customized_config)
     return PeftModel.from_pretrained(base, adapter_path).merge_and_unload().eval()
 
 

@@ -11,6 +11,8 @@ their `mm_vision_tower` / `clip_model_path` name folders on the authors' machine
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPConfig, Qwen2Config, SiglipVisionConfig
 
+from llava.model.pooling import pooled_tokens_per_keyframe
+
 # google/siglip-so400m-patch14-384 (the released tower), before ViLAMP drops its last layer.
 SIGLIP_SO400M_PATCH14_384 = dict(
     hidden_size=1152,
@@ -67,6 +69,11 @@ class LlavaQwenConfig(Qwen2Config):
     vision_config: dict | None = None
     clip_config: dict | None = None
 
+    # This project's API (released checkpoints lack them): the id of the processor's `<video>` token, and frames
+    # per vision call at inference (None: by device, see `VISION_CHUNK_SIZE`).
+    video_token_id: int | None = None
+    vision_chunk_size: int | None = None
+
     def __post_init__(self, **kwargs):
         if self.vision_config is None:
             self.vision_config = dict(SIGLIP_SO400M_PATCH14_384)
@@ -100,6 +107,15 @@ class LlavaQwenConfig(Qwen2Config):
                 raise ValueError(f"LlavaQwenConfig.{field}={value!r} is not supported; expected one of {allowed}")
         if self.max_frame_num < 1:
             raise ValueError(f"LlavaQwenConfig.max_frame_num must be >= 1, got {self.max_frame_num}")
+        if self.vision_chunk_size is not None and self.vision_chunk_size < 1:
+            raise ValueError(f"LlavaQwenConfig.vision_chunk_size must be >= 1, got {self.vision_chunk_size}")
+
+    @property
+    def tokens_per_keyframe(self) -> int:
+        """Pooled tokens of one keyframe's patch grid."""
+        vision = self.siglip_config
+        grid = vision.image_size // vision.patch_size
+        return pooled_tokens_per_keyframe(grid, self.mm_spatial_pool_mode, self.mm_spatial_pool_stride)
 
     @property
     def siglip_config(self) -> SiglipVisionConfig:

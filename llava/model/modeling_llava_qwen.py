@@ -1,9 +1,10 @@
 """ViLAMP on Qwen2: `LlavaQwenForCausalLM`.
 
 One video becomes, in temporal order, the pooled patch grid of every keyframe and one merged token of every other
-frame, then one `image_newline` token; that block replaces the single `<image>` placeholder of the prompt:
+frame, then one `image_newline` token. `VilampProcessor` puts exactly that many video tokens in the prompt; the model
+scatters the block into them (`get_placeholder_mask` + `masked_scatter`, as transformers' LLaVA models do):
 
-    [text before <image>] [frame 0] [frame 1] ... [frame N-1] [image_newline] [text after <image>]
+    [text] [frame 0] [frame 1] ... [frame N-1] [image_newline] [text]
     keyframe -> pool_keyframes(projector(SigLIP(frame)))  (K_tok tokens)      other frame -> DFM merge (1 token)
 
 The vision side streams: frames are normalised, encoded and merged `vision_chunk_size` at a time, so its memory
@@ -20,7 +21,7 @@ from transformers import Qwen2ForCausalLM, Qwen2Model
 from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedModel
 
-from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.constants import IGNORE_INDEX
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.merger import SigPooling, average_tokens, build_composer, reference_frames
 from llava.model.pooling import pool_keyframes
@@ -29,7 +30,13 @@ from llava.model.selector import FrameSelector, KeyframeSelection, select_keyfra
 from llava.model.vision_tower import SiglipVisionTower
 from llava.processing import VideoFrames, normalize_clip, normalize_siglip
 
-DEFAULT_VISION_CHUNK_SIZE = 32
+# Frames per SigLIP / CLIP call at inference unless the config sets `vision_chunk_size`: on a GPU a chunk of the 7B
+# model's features (64 x 729 x 3584, bf16) is ~0.3 GB and keeps the tensor cores busy; on a CPU smaller chunks lower
+# the peak with no loss of speed.
+VISION_CHUNK_SIZE = {"cuda": 64, "cpu": 16}
+# Processor outputs that describe videos: consumed by the prefill only.
+VIDEO_INPUTS = ("pixel_values_videos", "clip_pixel_values_videos", "video_num_frames", "clip_input_ids",
+                "clip_attention_mask", "video_encodings", "video_caches")
 
 
 @dataclass
@@ -88,15 +95,6 @@ class VideoEncoding:
         return spans
 
 
-@dataclass
-class MultimodalInputs:
-    inputs_embeds: torch.Tensor  # (B, L, D)
-    attention_mask: torch.Tensor  # (B, L) long
-    position_ids: torch.Tensor  # (B, L)
-    labels: torch.Tensor | None  # (B, L), IGNORE_INDEX on visual tokens and padding
-    encodings: list[VideoEncoding | None]
-
-
 class LlavaQwenPreTrainedModel(PreTrainedModel):
     config_class = LlavaQwenConfig
     config: LlavaQwenConfig
@@ -121,7 +119,8 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
 
     def __init__(self, config: LlavaQwenConfig):
         Qwen2Model.__init__(self, config)
-        self.vision_tower = SiglipVisionTower(config.siglip_config, config.mm_vision_select_layer)
+        self.vision_tower = SiglipVisionTower(config.siglip_config, config.mm_vision_select_layer,
+                                              config._attn_implementation)
         if config.mm_hidden_size != self.vision_tower.hidden_size:
             raise ValueError(
                 f"mm_hidden_size={config.mm_hidden_size} but the vision tower's hidden size is "
@@ -141,15 +140,17 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
             self.composer_projector = composer
         # Initialised here: Qwen2Model.__init__ already ran post_init, so _init_weights would skip this module.
         self.image_newline = nn.Parameter(torch.randn(config.hidden_size) * config.hidden_size**-0.5)
-        self.vision_chunk_size = DEFAULT_VISION_CHUNK_SIZE
         self.post_init()
 
     # ----- stages (each usable on its own: the oracle checker and the visualiser call them) -----
 
     def chunk_size(self, num_frames: int) -> int:
-        """Frames per vision call: `vision_chunk_size` at inference; the whole video while gradients flow, so that
-        every rank makes the same module calls whatever its video length (ZeRO-3 gathers weights per call)."""
-        return max(num_frames, 1) if torch.is_grad_enabled() else self.vision_chunk_size
+        """Frames per vision call: in training mode the whole video, so that every rank makes the same module calls
+        whatever its video length (ZeRO-3 gathers weights per call); in eval mode the config's `vision_chunk_size`,
+        else `VISION_CHUNK_SIZE` of the device."""
+        if self.training:
+            return max(num_frames, 1)
+        return self.config.vision_chunk_size or VISION_CHUNK_SIZE.get(self.image_newline.device.type, 64)
 
     def embed_frames_clip(self, clip_frames: torch.Tensor) -> torch.Tensor:
         """(N, C, C, 3) uint8 -> (N, E) CLIP image embeddings in CLIP's dtype, a chunk at a time.
@@ -196,7 +197,7 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         num_frames = len(video.frames)
         if num_frames == 0:
             raise ValueError("the video has no frames")
-        cache = video.cache if video.cache is not None and not torch.is_grad_enabled() else None
+        cache = video.cache if video.cache is not None and not self.training else None
         if cache is not None and cache.image_embs is None:
             cache.image_embs = self.embed_frames_clip(video.frames.clip)
         image_embs = cache.image_embs if cache is not None else self.embed_frames_clip(video.frames.clip)
@@ -213,6 +214,43 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         keyframe_tokens = sum(t.shape[0] for t in pooled.values())
         return VideoEncoding(tokens, selection, keyframe_tokens, num_frames - len(pooled))
 
+    def get_video_features(self, pixel_values_videos: torch.Tensor, clip_pixel_values_videos: torch.Tensor,
+                           video_num_frames: torch.Tensor, clip_input_ids: torch.Tensor,
+                           clip_attention_mask: torch.Tensor | None = None,
+                           video_caches: list[VideoFeatureCache | None] | None = None) -> list[VideoEncoding]:
+        """The processor's video tensors -> one `VideoEncoding` per video, in prompt order.
+
+        pixel_values_videos (sum N, S, S, 3) and clip_pixel_values_videos (sum N, C, C, 3) uint8, video_num_frames
+        (V,), clip_input_ids / clip_attention_mask (V, T) (padding is dropped before CLIP sees the query);
+        video_caches: one `VideoFeatureCache` (or None) per video, reused across questions about it.
+        """
+        counts = [int(n) for n in video_num_frames]
+        if sum(counts) != pixel_values_videos.shape[0] or len(counts) != clip_input_ids.shape[0]:
+            raise ValueError(f"video_num_frames {counts} does not match {pixel_values_videos.shape[0]} frames and "
+                             f"{clip_input_ids.shape[0]} queries")
+        caches = video_caches or [None] * len(counts)
+        encodings, start = [], 0
+        for v, count in enumerate(counts):
+            frames = VideoFrames(pixel_values_videos[start : start + count], clip_pixel_values_videos[start : start + count])
+            keep = clip_attention_mask[v].bool() if clip_attention_mask is not None else slice(None)
+            ids = clip_input_ids[v][keep]
+            encodings.append(self.encode_video(VideoInputs(frames, ids, torch.ones_like(ids), caches[v])))
+            start += count
+        return encodings
+
+    def get_placeholder_mask(self, input_ids: torch.Tensor, video_features: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids, (T_all, D) features -> (B, L) bool mask of the video tokens; their count must be T_all."""
+        token_id = self.config.video_token_id
+        if token_id is None:
+            raise ValueError("config.video_token_id is not set: load the checkpoint with load_pretrained_model, or "
+                             "write its processor once with `python -m llava.convert CHECKPOINT`")
+        mask = input_ids == token_id
+        if int(mask.sum()) != video_features.shape[0]:
+            raise ValueError(f"Video features and video tokens do not match: {int(mask.sum())} video tokens in the "
+                             f"prompts, {video_features.shape[0]} features; build the inputs with VilampProcessor "
+                             "for this checkpoint (the count depends on the frames and the config)")
+        return mask
+
     def idle_vision_pass(self) -> torch.Tensor:
         """Run every vision module on a blank one-frame video; returns a zero-valued scalar tied to their weights.
 
@@ -223,7 +261,7 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         return self.encode_video(VideoInputs(frames, torch.zeros(1, dtype=torch.long))).tokens.sum()
 
     def _selector_is_trained(self) -> bool:
-        return torch.is_grad_enabled() and any(p.requires_grad for p in self.frame_selector.parameters())
+        return self.training and any(p.requires_grad for p in self.frame_selector.parameters())
 
     def _encode_single_token(self, frames: VideoFrames, keyframes: list[int], image_embs: torch.Tensor):
         """Only keyframes see SigLIP; every other frame is MLP(its CLIP embedding)."""
@@ -284,7 +322,7 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         first = sorted({refs[f] // size * size for f in others if sig_pooling and refs[f] // size > f // size})
         for start in first + [s for s in range(0, num_frames, size) if s not in first]:
             encode(start)
-        if sig_pooling and not merged and torch.is_grad_enabled():
+        if sig_pooling and not merged and self.training:
             # All keyframes, no frame to merge: still call the merger so every rank runs the same modules.
             empty = self.image_newline.new_zeros(0, self.vision_tower.num_patches, self.config.hidden_size)
             unused = self.composer_projector(empty, query_emb, self.composer_projector.reference_keys(empty))
@@ -300,69 +338,29 @@ class LlavaQwenForCausalLM(LlavaQwenPreTrainedModel, Qwen2ForCausalLM):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def prepare_multimodal_inputs(
-        self,
-        input_ids: torch.Tensor,
-        videos: list[VideoInputs | None],
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        padding_side: str = "right",
-    ) -> MultimodalInputs:
-        """Replace each sample's `<image>` (id IMAGE_TOKEN_INDEX) by its video's tokens and re-pad the batch.
-
-        input_ids (B, L) may be padded (attention_mask (B, L)); videos has B entries, None for text-only samples.
-        """
-        if len(videos) != input_ids.shape[0]:
-            raise ValueError(f"got {input_ids.shape[0]} prompts but {len(videos)} videos")
-        embed = self.model.embed_tokens
-        sequences, sequence_labels, encodings = [], [], []
-        for b, video in enumerate(videos):
-            keep = attention_mask[b].bool() if attention_mask is not None else slice(None)
-            ids = input_ids[b][keep]
-            sample_labels = labels[b][keep] if labels is not None else torch.full_like(ids, IGNORE_INDEX)
-            places = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
-            if video is None:
-                if places:
-                    raise ValueError(f"sample {b}: the prompt has an <image> placeholder but no video was given")
-                text = embed(ids)
-                if self.training and torch.is_grad_enabled():
-                    text = text + 0 * self.model.idle_vision_pass()
-                sequences.append(text)
-                sequence_labels.append(sample_labels)
-                encodings.append(None)
-                continue
-            if len(places) != 1:
-                raise ValueError(
-                    f"sample {b}: a video needs exactly one <image> placeholder in the prompt, found {len(places)}"
-                )
-            at = places[0]
-            encoding = self.model.encode_video(video)
-            visual = encoding.tokens.to(embed.weight.dtype)
-            sequences.append(torch.cat([embed(ids[:at]), visual, embed(ids[at + 1 :])]))
-            ignored = torch.full((visual.shape[0],), IGNORE_INDEX, dtype=sample_labels.dtype, device=ids.device)
-            sequence_labels.append(torch.cat([sample_labels[:at], ignored, sample_labels[at + 1 :]]))
-            encodings.append(encoding)
-        limit = self.config.tokenizer_model_max_length
-        longest = max(seq.shape[0] for seq in sequences)
-        if limit is not None and longest > limit:
-            raise ValueError(
-                f"a sequence of {longest} tokens exceeds tokenizer_model_max_length={limit}; "
-                "use fewer frames (max_frame_num) or a shorter prompt"
-            )
-        return _pad(sequences, sequence_labels if labels is not None else None, encodings, padding_side)
-
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
-                logits_to_keep: int | torch.Tensor = 0, videos: list[VideoInputs | None] | None = None, **kwargs):
-        """Qwen2ForCausalLM.forward, plus `videos` (one entry per sample) to splice into `<image>`.
-
-        `logits_to_keep` is explicit so that `generate` computes logits for the last position only.
-        """
-        if videos is not None:
+                pixel_values_videos=None, clip_pixel_values_videos=None, video_num_frames=None, clip_input_ids=None,
+                clip_attention_mask=None, video_encodings: list[VideoEncoding] | None = None,
+                video_caches: list[VideoFeatureCache | None] | None = None,
+                logits_to_keep: int | torch.Tensor = 0, **kwargs):
+        """Qwen2ForCausalLM.forward plus the processor's video tensors (see `LlavaQwenModel.get_video_features`),
+        or `video_encodings` already computed by it; their tokens fill the prompt's video tokens, whose labels are
+        ignored. `logits_to_keep` is explicit so that `generate` computes logits for the last position only."""
+        if pixel_values_videos is not None or video_encodings is not None:
             if inputs_embeds is not None:
-                raise ValueError("pass either videos with input_ids, or inputs_embeds, not both")
-            mm = self.prepare_multimodal_inputs(input_ids, videos, attention_mask, labels)
-            input_ids, inputs_embeds, labels = None, mm.inputs_embeds, mm.labels
-            attention_mask, position_ids = mm.attention_mask, mm.position_ids
+                raise ValueError("pass videos with input_ids, not with inputs_embeds")
+            if video_encodings is None:
+                video_encodings = self.model.get_video_features(pixel_values_videos, clip_pixel_values_videos,
+                                                                video_num_frames, clip_input_ids, clip_attention_mask,
+                                                                video_caches)
+            inputs_embeds, labels = self._scatter_videos(input_ids, video_encodings, labels)
+            input_ids = None
+        elif input_ids is not None:
+            if self.config.video_token_id is not None and bool((input_ids == self.config.video_token_id).any()):
+                raise ValueError("the prompt holds video tokens but no video was given (pixel_values_videos)")
+            if self.training:  # no video in the batch: one idle vision pass per sample, as in a batch of videos
+                inputs_embeds = self.model.embed_tokens(input_ids) + 0 * self._idle_passes(input_ids.shape[0])
+                input_ids = None
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -373,13 +371,41 @@ class LlavaQwenForCausalLM(LlavaQwenPreTrainedModel, Qwen2ForCausalLM):
             **kwargs,
         )
 
-    @torch.no_grad()
-    def generate(self, input_ids=None, videos: list[VideoInputs | None] | None = None, attention_mask=None, **kwargs):
-        """Greedy/sampled generation; with `videos`, returns only the new tokens (the inputs_embeds path)."""
-        if videos is None:
-            return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        mm = self.prepare_multimodal_inputs(input_ids, videos, attention_mask, padding_side="left")
-        return super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+    def _scatter_videos(self, input_ids: torch.Tensor, encodings: list[VideoEncoding], labels: torch.Tensor | None):
+        """Token embeddings (B, L, D) with every video's block in its video tokens, and labels ignoring them."""
+        embed = self.model.embed_tokens
+        features = torch.cat([e.tokens for e in encodings]).to(embed.weight.dtype)
+        mask = self.model.get_placeholder_mask(input_ids, features)
+        limit = self.config.tokenizer_model_max_length
+        if limit is not None and input_ids.shape[1] > limit:
+            raise ValueError(f"a sequence of {input_ids.shape[1]} tokens exceeds tokenizer_model_max_length={limit}; "
+                             "use fewer frames (max_frame_num) or a shorter prompt")
+        # The video token may lie past the embedding table (a tokenizer that gained it after training): any id will do.
+        embeds = embed(input_ids.masked_fill(mask, 0)).masked_scatter(mask[..., None], features)
+        if self.training:  # text-only samples of a mixed batch
+            embeds = embeds + 0 * self._idle_passes(int((~mask.any(dim=1)).sum()))
+        return embeds, labels.masked_fill(mask, IGNORE_INDEX) if labels is not None else None
+
+    def _idle_passes(self, count: int) -> torch.Tensor | int:
+        """`count` idle vision passes (ZeRO-3: every rank makes one set of vision calls per sample)."""
+        return sum(self.model.idle_vision_pass() for _ in range(count))
+
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, attention_mask=None,
+                                      inputs_embeds=None, is_first_iteration=False, **kwargs):
+        """Videos enter at the prefill only; positions count real tokens only, so that a left-padded prompt sees
+        the positions it would see alone."""
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            for key in VIDEO_INPUTS:
+                kwargs.pop(key, None)
+        inputs = super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length=next_sequence_length, cache=cache, attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs,
+        )
+        if attention_mask is not None and inputs.get("position_ids") is None and attention_mask.ndim == 2:
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            length = (inputs["input_ids"] if inputs.get("input_ids") is not None else inputs["inputs_embeds"]).shape[1]
+            inputs["position_ids"] = positions[:, -length:]
+        return inputs
 
 
 def distinct_frames(frames: torch.Tensor) -> tuple[list[int], torch.Tensor]:
@@ -401,21 +427,3 @@ def _straight_through(per_frame: list[torch.Tensor], relevance: torch.Tensor) ->
     soft = torch.softmax(relevance, dim=0)
     scale = 1 + soft - soft.detach()
     return [tokens * scale[f].to(tokens.dtype) for f, tokens in enumerate(per_frame)]
-
-
-def _pad(sequences, labels, encodings, side: str) -> MultimodalInputs:
-    batch, longest = len(sequences), max(seq.shape[0] for seq in sequences)
-    first = sequences[0]
-    embeds = first.new_zeros(batch, longest, first.shape[-1])
-    mask = torch.zeros(batch, longest, dtype=torch.long, device=first.device)
-    positions = torch.zeros(batch, longest, dtype=torch.long, device=first.device)
-    padded_labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long, device=first.device)
-    for b, seq in enumerate(sequences):
-        length = seq.shape[0]
-        span = slice(0, length) if side == "right" else slice(longest - length, longest)
-        embeds[b, span] = seq
-        mask[b, span] = 1
-        positions[b, span] = torch.arange(length, device=first.device)
-        if labels is not None:
-            padded_labels[b, span] = labels[b]
-    return MultimodalInputs(embeds, mask, positions, padded_labels if labels is not None else None, encodings)

@@ -18,13 +18,14 @@ class _SiglipContainer(nn.Module):
 
 
 class SiglipVisionTower(nn.Module):
-    def __init__(self, config: SiglipVisionConfig, select_layer: int = -2):
+    def __init__(self, config: SiglipVisionConfig, select_layer: int = -2, attn_implementation: str | None = None):
         super().__init__()
         full_layers = config.num_hidden_layers
         kept = full_layers + 1 + select_layer if select_layer < 0 else select_layer
         if not 1 <= kept <= full_layers:
             raise ValueError(f"mm_vision_select_layer={select_layer} is out of range for a {full_layers}-layer tower")
         self.config = config.__class__(**{**config.to_dict(), "num_hidden_layers": kept, "vision_use_head": False})
+        self.config._attn_implementation = attn_implementation  # the language model's (SigLIP supports all three)
         self.vision_tower = _SiglipContainer(self.config)
 
     @property

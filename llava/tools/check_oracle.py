@@ -20,12 +20,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
+from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import load_model
 from llava.model.merger import reference_frames
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM, VideoInputs
-from llava.inference import tokenize_query
 from llava.model.selector import cosine_matrix, distribute_frames, select_keyframes, visit_order
-from llava.processing import VideoFrames, VideoProcessor, normalize_clip, normalize_siglip
+from llava.processing import (VideoFrames, VideoProcessor, expand_video_tokens, normalize_clip, normalize_siglip,
+                              tokenize_query, video_token_count)
 
 EXACT = 0.0
 FEATURES = 1e-5
@@ -153,16 +154,23 @@ def check_fixture(fixture: Path, attn_implementation: str = "eager") -> list[Sta
         stage("encode.merged_tokens (non-keyframes)", merged, expected["encode.img_embs"][others], FEATURES)
         stages.append(Stage("encode.keyframes", mismatch(encoding.keyframes, keyframes), EXACT))
 
-        input_ids = inputs["input_ids"]
-        prepared = model.prepare_multimodal_inputs(input_ids, [video])
-        stage("prepare.inputs_embeds", prepared.inputs_embeds, expected["prepare.inputs_embeds"], FEATURES)
-        logits = model(input_ids=input_ids, videos=[video]).logits
+        # The released prompt holds one <image> id; ours holds the video's tokens (an unused id stands for them).
+        config.video_token_id = config.vocab_size
+        count = iter([video_token_count(n, config.max_frame_num, config.tokens_per_keyframe)])
+        released_ids = inputs["input_ids"][0].tolist()
+        input_ids = torch.tensor([expand_video_tokens([config.video_token_id if t == IMAGE_TOKEN_INDEX else t
+                                                       for t in released_ids], config.video_token_id, count)])
+        video_tensors = {"pixel_values_videos": frames.siglip, "clip_pixel_values_videos": frames.clip,
+                         "video_num_frames": torch.tensor([n]), "clip_input_ids": video.query_ids[None],
+                         "clip_attention_mask": video.query_mask[None]}
+        embeds, _ = model._scatter_videos(input_ids, model.model.get_video_features(**video_tensors), None)
+        stage("prepare.inputs_embeds", embeds, expected["prepare.inputs_embeds"], FEATURES)
+        logits = model(input_ids=input_ids, **video_tensors).logits
         stage("forward.logits", logits, expected["forward.logits"], LOGITS)
-        new_tokens = model.generate(
-            input_ids, videos=[video], max_new_tokens=len(meta["generate_new_tokens"]), do_sample=False,
-            pad_token_id=config.bos_token_id,
-        )
-        stages.append(Stage("generate.greedy_tokens", mismatch(new_tokens[0].tolist(), meta["generate_new_tokens"]), EXACT))
+        output = model.generate(input_ids, **video_tensors, max_new_tokens=len(meta["generate_new_tokens"]),
+                                do_sample=False, pad_token_id=config.bos_token_id)
+        new_tokens = output[0, input_ids.shape[1]:].tolist()
+        stages.append(Stage("generate.greedy_tokens", mismatch(new_tokens, meta["generate_new_tokens"]), EXACT))
     return stages
 
 

@@ -1,8 +1,9 @@
 """Training samples: a registry record -> token ids, labels and decoded frames, plus the batch collator.
 
-Labels keep only the assistant answers (and their `<|im_end|>`); everything else is IGNORE_INDEX. A sample whose
-text plus video tokens exceed `model_max_length` is truncated at the end of its text; when the cut would fall inside
-(or before) the video block, or leaves no answer token, the sample is dropped. A video that cannot be read drops
+The record's `<image>` (the LLaVA data format) becomes the processor's video tokens, as many as the model will
+scatter there (`VilampProcessor.video_token_count`), so lengths are exact. Labels keep only the assistant answers
+(and their `<|im_end|>`); everything else is IGNORE_INDEX. A sample longer than `model_max_length` is cut at that
+length; when the cut would fall inside (or before) the video block, or leaves no answer token, the sample is dropped. A video that cannot be read drops
 its sample too. Such samples come out as `Sample(event=...)` and the collator passes the events on, so that the
 trainer (in the main process, whatever the number of DataLoader workers) logs, counts and limits them.
 """
@@ -17,13 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
 from llava.conversation import conversation_pieces
-from llava.inference import video_inputs
-from llava.mm_utils import tokenizer_image_token
-from llava.model.modeling_llava_qwen import VideoInputs
-from llava.model.pooling import pooled_tokens_per_keyframe
-from llava.processing import VideoFrames, VideoProcessor
+from llava.processing import VideoFrames, VideoProcessor, VilampProcessor, expand_video_tokens
 from llava.train.registry import TrainRecord
 from llava.video import VideoDecodeError, load_video
 
@@ -42,9 +39,10 @@ class DataEvent:
 
 @dataclass
 class Sample:
-    input_ids: torch.Tensor | None  # (L,) with one IMAGE_TOKEN_INDEX when there is a video
+    input_ids: torch.Tensor | None  # (L,) with the video's tokens when there is a video
     labels: torch.Tensor | None  # (L,)
-    video: VideoInputs | None
+    frames: VideoFrames | None
+    query: str | None = None  # the video's question (DKS / DFM query)
     event: DataEvent | None = None
 
     @property
@@ -52,14 +50,18 @@ class Sample:
         return self.input_ids is not None
 
 
-def tokenize_conversation(turns, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """(role, text) turns -> input_ids (L,) and labels (L,), IGNORE_INDEX outside the assistant answers."""
+def tokenize_conversation(turns, processor: VilampProcessor, num_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(role, text) turns -> input_ids (L,) and labels (L,), IGNORE_INDEX outside the assistant answers; the `<image>`
+    of a turn becomes the video tokens of a `num_frames`-frame video."""
+    counts = iter([processor.video_token_count(num_frames)] if num_frames else [])
     ids, labels = [], []
     for text, is_target in conversation_pieces(list(turns)):
-        piece = tokenizer_image_token(text, tokenizer)
-        ids.append(piece)
-        labels.append(piece.clone() if is_target else torch.full_like(piece, IGNORE_INDEX))
-    return torch.cat(ids), torch.cat(labels)
+        text = text.replace(DEFAULT_IMAGE_TOKEN, processor.video_token)
+        piece = expand_video_tokens(processor.tokenizer(text, add_special_tokens=False).input_ids,
+                                    processor.video_token_id, counts)
+        ids += piece
+        labels += piece if is_target else [IGNORE_INDEX] * len(piece)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
 
 
 def load_frame_folder(folder: Path, processor: VideoProcessor, max_frame_num: int) -> VideoFrames:
@@ -119,29 +121,14 @@ class DecodedVideoCache:
         return frames
 
 
-class VisualTokenCounter:
-    """Tokens one video of N frames becomes: min(N, K) keyframes x pooled tokens + one per other frame + newline."""
-
-    def __init__(self, config, grid_size: int):
-        self.keyframes = config.max_frame_num
-        pool_mode, pool_stride = config.mm_spatial_pool_mode, config.mm_spatial_pool_stride
-        self.per_keyframe = pooled_tokens_per_keyframe(grid_size, pool_mode, pool_stride)
-
-    def __call__(self, num_frames: int) -> int:
-        keyframes = min(num_frames, self.keyframes)
-        return keyframes * self.per_keyframe + (num_frames - keyframes) + 1
-
-
 class SupervisedVideoDataset(torch.utils.data.Dataset):
     """Registry records -> `Sample`s (decoded on access, so DataLoader workers decode ahead of the model)."""
 
-    def __init__(self, records: list[TrainRecord], tokenizer, processor: VideoProcessor,
-                 visual_tokens: VisualTokenCounter, model_max_length: int, cache: DecodedVideoCache | None = None):
+    def __init__(self, records: list[TrainRecord], processor: VilampProcessor, model_max_length: int,
+                 cache: DecodedVideoCache | None = None):
         self.records = records
         self.cache = cache
-        self.tokenizer = tokenizer
         self.processor = processor
-        self.visual_tokens = visual_tokens
         self.model_max_length = model_max_length
 
     def __len__(self) -> int:
@@ -149,71 +136,69 @@ class SupervisedVideoDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records[index]
-        input_ids, labels = tokenize_conversation(record.turns, self.tokenizer)
-        video = None
+        frames = None
         if record.video is not None:
             try:
-                video = self._video(record)
+                frames = self.cache.load(record, lambda: self._decode(record)) if self.cache else self._decode(record)
             except VideoDecodeError as error:
-                return Sample(None, None, None, DataEvent("failed", record.source, str(error)))
-        return self._fit(record, input_ids, labels, video)
-
-    def _video(self, record: TrainRecord) -> VideoInputs:
-        frames = self.cache.load(record, lambda: self._decode(record)) if self.cache else self._decode(record)
-        return video_inputs(self.processor, frames, record.query)
+                return Sample(None, None, None, event=DataEvent("failed", record.source, str(error)))
+        input_ids, labels = tokenize_conversation(record.turns, self.processor, len(frames) if frames else 0)
+        return self._fit(record, input_ids, labels, frames)
 
     def _decode(self, record: TrainRecord) -> VideoFrames:
+        video_processor = self.processor.video_processor
         if record.frames:
-            return load_frame_folder(record.video, self.processor, record.max_frame_num)
-        return load_video(record.video, self.processor, record.max_frame_num, sample_fps=record.fps).frames
+            return load_frame_folder(record.video, video_processor, record.max_frame_num)
+        return load_video(record.video, video_processor, record.max_frame_num, sample_fps=record.fps).frames
 
-    def _fit(self, record: TrainRecord, input_ids, labels, video) -> Sample:
-        """Truncate the text after the video to `model_max_length` tokens in all, or drop the sample."""
-        visual = self.visual_tokens(len(video.frames)) if video is not None else 0
-        length = input_ids.shape[0] - (1 if video is not None else 0) + visual
-        if length <= self.model_max_length:
-            return Sample(input_ids, labels, video)
-        keep = self.model_max_length - visual + (1 if video is not None else 0)  # text ids kept, <image> included
-        video_end = int((input_ids == IMAGE_TOKEN_INDEX).nonzero()[0]) + 1 if video is not None else 0
-        what = f"{length} tokens ({visual} of them video) > model_max_length={self.model_max_length}"
-        if keep < video_end or keep <= 0:
+    def _fit(self, record: TrainRecord, input_ids, labels, frames) -> Sample:
+        """Cut the sample to `model_max_length` tokens, or drop it."""
+        query = record.query if frames is not None else None
+        length, keep = input_ids.shape[0], self.model_max_length
+        if length <= keep:
+            return Sample(input_ids, labels, frames, query)
+        video = (input_ids == self.processor.video_token_id).nonzero()
+        video_end = int(video[-1]) + 1 if len(video) else 0
+        what = f"{length} tokens ({len(video)} of them video) > model_max_length={keep}"
+        if keep < video_end:
             return _dropped(record, f"{what}; the video alone does not fit")
         if (labels[:keep] == IGNORE_INDEX).all():
             return _dropped(record, f"{what}; no answer token would remain")
         event = DataEvent("truncated", record.source, f"{what}; text cut to {keep} tokens")
-        return Sample(input_ids[:keep], labels[:keep], video, event)
+        return Sample(input_ids[:keep], labels[:keep], frames, query, event)
 
 
 def _dropped(record: TrainRecord, message: str) -> Sample:
-    return Sample(None, None, None, DataEvent("dropped", record.source, message))
+    return Sample(None, None, None, event=DataEvent("dropped", record.source, message))
 
 
 class VideoCollator:
-    """Samples -> model inputs: input_ids / labels / attention_mask (B, L) right-padded, `videos` (B entries),
-    plus `data_events` (every event of the batch) and `num_samples` (usable samples). A batch without a usable
-    sample becomes one padding-only text sample so that every rank still runs every module; its loss is zeroed."""
+    """Samples -> model inputs: input_ids / labels / attention_mask (B, L) right-padded, the processor's video
+    tensors of the batch's videos, plus `data_events` (every event of the batch) and `num_samples` (usable
+    samples). A batch without a usable sample becomes one padding-only text sample so that every rank still runs
+    every module; its loss is zeroed."""
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    def __init__(self, processor: VilampProcessor):
+        self.processor = processor
 
     def __call__(self, samples: list[Sample]) -> dict:
         events = [s.event for s in samples if s.event is not None]
         usable = [s for s in samples if s.usable]
         if not usable:
-            pad = torch.tensor([self.pad_token_id])
-            placeholder = Sample(pad, torch.tensor([IGNORE_INDEX]), None)
-            batch = self._pad([placeholder])
+            pad = torch.tensor([self.processor.tokenizer.pad_token_id])
+            usable_or_placeholder = [Sample(pad, torch.tensor([IGNORE_INDEX]), None)]
         else:
-            batch = self._pad(usable)
-        return {**batch, "data_events": events, "num_samples": len(usable)}
+            usable_or_placeholder = usable
+        return {**self._pad(usable_or_placeholder), "data_events": events, "num_samples": len(usable)}
 
     def _pad(self, samples: list[Sample]) -> dict:
         longest = max(s.input_ids.shape[0] for s in samples)
-        input_ids = torch.full((len(samples), longest), self.pad_token_id, dtype=torch.long)
+        input_ids = torch.full((len(samples), longest), self.processor.tokenizer.pad_token_id, dtype=torch.long)
         labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(samples), longest), dtype=torch.long)
         for b, sample in enumerate(samples):
             n = sample.input_ids.shape[0]
             input_ids[b, :n], labels[b, :n], attention_mask[b, :n] = sample.input_ids, sample.labels, 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
-                "videos": [s.video for s in samples]}
+        with_video = [s for s in samples if s.frames is not None]
+        videos = self.processor.video_inputs([s.frames for s in with_video], [s.query for s in with_video])
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, **videos}

@@ -8,10 +8,9 @@
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
-from llava.model.builder import CLIP_TOKENIZER_DIR, CheckpointError, load_pretrained_model
+from llava.model.builder import CheckpointError, load_pretrained_model
 
 
 def merge_lora(adapter_dir: str | Path, output_dir: str | Path, model_base: str | Path | None = None) -> Path:
@@ -24,13 +23,9 @@ def merge_lora(adapter_dir: str | Path, output_dir: str | Path, model_base: str 
         model_base = json.loads(config_file.read_text()).get("base_model_name_or_path")
         if not model_base:
             raise CheckpointError(f"{config_file} names no base model: pass --model_base")
-    tokenizer, model, _, _ = load_pretrained_model(adapter_dir, model_base=model_base)
+    _, model, processor, _ = load_pretrained_model(adapter_dir, model_base=model_base, device="cpu")
     model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    clip_source = adapter_dir / CLIP_TOKENIZER_DIR
-    if not clip_source.is_dir():
-        clip_source = Path(model_base) / CLIP_TOKENIZER_DIR
-    shutil.copytree(clip_source, output_dir / CLIP_TOKENIZER_DIR, dirs_exist_ok=True)
+    processor.save_pretrained(output_dir)
     return output_dir
 
 

@@ -7,13 +7,12 @@
 Every Hugging Face `TrainingArguments` flag works (learning rate, epochs, --bf16/--fp16, --gradient_checkpointing
 (transformers 5 calls it --activation_checkpointing), --resume_from_checkpoint, --report_to, --save_steps, ...);
 the flags below are ViLAMP's. The run's output directory
-(and every checkpoint-N in it) is a checkpoint `load_pretrained_model` reads: weights, config, Qwen tokenizer and
-the `clip/` tokenizer copied from the source checkpoint. A LoRA run saves the adapter instead; merge it with
-`python -m llava.train.merge_lora`.
+(and every checkpoint-N in it) is a checkpoint that `AutoModelForCausalLM` / `AutoProcessor.from_pretrained` and
+`load_pretrained_model` read: weights, config and the `VilampProcessor` (Qwen tokenizer, CLIP query tokenizer, chat
+template). A LoRA run saves the adapter instead; merge it with `python -m llava.train.merge_lora`.
 """
 
 import logging
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,8 @@ import torch
 import transformers
 from transformers import HfArgumentParser, Trainer
 
-from llava.model.builder import CLIP_TOKENIZER_DIR, load_pretrained_model
-from llava.train.dataset import DataEvent, DecodedVideoCache, SupervisedVideoDataset, VideoCollator, VisualTokenCounter
+from llava.model.builder import load_pretrained_model
+from llava.train.dataset import DataEvent, DecodedVideoCache, SupervisedVideoDataset, VideoCollator
 from llava.train.registry import load_training_records
 
 logger = logging.getLogger("llava.train")
@@ -79,7 +78,7 @@ class VideoTrainingArguments(transformers.TrainingArguments):
     lora_target_modules: str = field(
         default=",".join(LORA_LANGUAGE_MODULES), metadata={"help": "language-model linear layers that get LoRA"}
     )
-    remove_unused_columns: bool = False  # the batch carries `videos`, which the Trainer must not drop
+    remove_unused_columns: bool = False  # the batch carries the video tensors, which the Trainer must not drop
     dataloader_num_workers: int = 2  # workers decode videos ahead of the model
 
 
@@ -162,13 +161,12 @@ class DataMonitor:
 
 class VideoTrainer(Trainer):
     """`Trainer` that consumes the collator's data events, zeroes the loss of sample-less batches, gives the
-    vision tower its own learning rate and saves the CLIP tokenizer (and scalar parameters as scalars) with every
-    checkpoint."""
+    vision tower its own learning rate and saves scalar parameters as scalars (the processor is saved with every
+    checkpoint as the `processing_class`)."""
 
-    def __init__(self, *args, data_monitor: DataMonitor, clip_tokenizer_dir: Path, scalar_names: list[str], **kwargs):
+    def __init__(self, *args, data_monitor: DataMonitor, scalar_names: list[str], **kwargs):
         super().__init__(*args, **kwargs)
         self.data_monitor = data_monitor
-        self.clip_tokenizer_dir = clip_tokenizer_dir
         self.scalar_names = scalar_names
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -200,9 +198,6 @@ class VideoTrainer(Trainer):
         if state_dict and self.scalar_names:
             state_dict = {k: v.reshape(()) if k in self.scalar_names else v for k, v in state_dict.items()}
         super()._save(output_dir, state_dict)
-        output_dir = Path(output_dir or self.args.output_dir)
-        if self.args.should_save:
-            shutil.copytree(self.clip_tokenizer_dir, output_dir / CLIP_TOKENIZER_DIR, dirs_exist_ok=True)
 
 
 def shape_scalars_for_deepspeed(model) -> list[str]:
@@ -231,16 +226,16 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, args: Vi
         # while loading: zero.Init would broadcast the 0-dim parameters before `shape_scalars_for_deepspeed`
         # can reshape them. DeepSpeed partitions the weights when the Trainer starts.
         transformers.integrations.deepspeed.unset_hf_deepspeed_config()
-    tokenizer, model, processor, checkpoint_max_length = load_pretrained_model(
-        model_args.model_name_or_path, dtype=torch.float32, attn_implementation=model_args.attn_implementation
+    _, model, processor, checkpoint_max_length = load_pretrained_model(
+        model_args.model_name_or_path, device="cpu", dtype=torch.float32,
+        attn_implementation=model_args.attn_implementation,
     )
     if zero3:
         transformers.integrations.deepspeed.set_hf_deepspeed_config(args.hf_deepspeed_config)
     max_length = args.model_max_length or checkpoint_max_length
-    model.config.tokenizer_model_max_length = tokenizer.model_max_length = max_length
+    model.config.tokenizer_model_max_length = processor.tokenizer.model_max_length = max_length
     model.config.use_cache = False
     set_tunable_parts(model, parts)
-    counter = VisualTokenCounter(model.config, model.model.vision_tower.grid_size)
     if zero3:
         import deepspeed
 
@@ -251,16 +246,15 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, args: Vi
     scalar_names = shape_scalars_for_deepspeed(model) if args.deepspeed else []
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("training %s: %d records, %d trainable parameters", ", ".join(parts), len(records), trainable)
-    cache = DecodedVideoCache(data_args.video_cache_dir, processor) if data_args.video_cache_dir else None
-    dataset = SupervisedVideoDataset(records, tokenizer, processor, counter, max_length, cache)
+    cache = DecodedVideoCache(data_args.video_cache_dir, processor.video_processor) if data_args.video_cache_dir else None
+    dataset = SupervisedVideoDataset(records, processor, max_length, cache)
     return VideoTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=VideoCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
+        data_collator=VideoCollator(processor),
+        processing_class=processor,
         data_monitor=DataMonitor(len(records) / args.world_size, data_args.max_failed_fraction),
-        clip_tokenizer_dir=Path(model_args.model_name_or_path) / CLIP_TOKENIZER_DIR,
         scalar_names=scalar_names,
     )
 
