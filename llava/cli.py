@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from llava.errors import VilampError
 from llava.eval.harness import MODELS_DIR
 from llava.visualize import timestamp, visualize
 
@@ -27,7 +28,7 @@ TINY_COMMAND = "python -m llava.tiny models/tiny-vilamp"
 DTYPES = ("bf16", "fp16", "fp32")
 
 
-class InputError(Exception):
+class InputError(VilampError):
     """A problem with what the user gave (video, checkpoint, option); the message says what and how to fix it."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava.conversation import multiple_choice_prompt, video_user_turn
+from llava.errors import VilampError
 from llava.eval.answers import gold_letter, grade_multiple_choice, grade_open, letter_options
 
 MODELS_DIR = Path("models")
@@ -57,7 +58,7 @@ class Benchmark:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
-class EvalError(RuntimeError):
+class EvalError(VilampError, RuntimeError):
     """A problem with the inputs of a run (dataset file, split, checkpoint, output file); the message names it."""
 
 

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoTokenizer, CLIPTokenizer
 
 import llava.model  # noqa: F401  (registers llava_qwen with the Auto classes)
+from llava.errors import VilampError
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
 from llava.processing import VideoProcessor
@@ -30,7 +31,7 @@ TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 VISION_CHUNK_SIZE = {"cuda": 64, "cpu": 16}
 
 
-class CheckpointError(FileNotFoundError):
+class CheckpointError(VilampError, FileNotFoundError):
     """A checkpoint directory is missing something it needs; the message names it."""
 
 

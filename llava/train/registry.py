@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.errors import VilampError
 
 DATASET_KEYS = {"json_path", "sampling_strategy", "video_folder", "max_frame_num", "fps", "frames"}
 ROLES = {"human": "user", "gpt": "assistant"}
@@ -36,7 +37,7 @@ DEFAULT_MAX_FRAMES = 600  # frame cap when neither the record, its dataset nor -
 _STRATEGY = re.compile(r"^(all|first:(\d+)|end:(\d+)|random:(\d+)|random:(\d+(?:\.\d+)?)%)$")
 
 
-class RegistryError(ValueError):
+class RegistryError(VilampError, ValueError):
     """A problem in the registry or a dataset file; the message names the file and the record."""
 
 

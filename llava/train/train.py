@@ -25,6 +25,7 @@ import torch
 import transformers
 from transformers import HfArgumentParser, Trainer
 
+from llava.errors import VilampError
 from llava.model.builder import CLIP_TOKENIZER_DIR, load_pretrained_model
 from llava.train.dataset import DataEvent, DecodedVideoCache, SupervisedVideoDataset, VideoCollator, VisualTokenCounter
 from llava.train.registry import load_training_records
@@ -83,7 +84,7 @@ class VideoTrainingArguments(transformers.TrainingArguments):
     dataloader_num_workers: int = 2  # workers decode videos ahead of the model
 
 
-class TrainingSetupError(ValueError):
+class TrainingSetupError(VilampError, ValueError):
     """A command-line argument that cannot work; the message names it."""
 
 
