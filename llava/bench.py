@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from llava.errors import command
+
 FULL_FRAMES = (64, 256, 1024, 4096)
 QUICK_FRAMES = (64, 128, 256, 512)
 DKS_FRAMES, DKS_KEYFRAMES = 10_000, 32
@@ -316,6 +318,7 @@ def make_video(path: Path, seconds: int, width: int = 1280, height: int = 720, f
     return path
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller frame counts and a 1-minute video")

@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from llava.errors import VilampError
+from llava.errors import VilampError, command
 from llava.eval.harness import MODELS_DIR
 from llava.visualize import timestamp, visualize
 
-EXIT_INPUT_ERROR = 2
 PROGRESS_DELAY = 0.5  # seconds before a bar appears: short videos show none
 TINY_COMMAND = "python -m llava.tiny models/tiny-vilamp"
 DTYPES = ("bf16", "fp16", "fp32")
@@ -196,13 +195,10 @@ def run(args) -> dict:
     return summary(args, checkpoint, video, answer)
 
 
+@command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = run(args)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
+    result = run(args)
     print(json.dumps(result, ensure_ascii=False) if args.json else format_text(result))
     return 0
 

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llava.constants import IMAGE_TOKEN_INDEX  # noqa: E402
+from llava.errors import command  # noqa: E402
 from llava.model import LlavaQwenConfig, LlavaQwenForCausalLM, VideoInputs  # noqa: E402
 from llava.processing import VideoFrames  # noqa: E402
 
@@ -69,6 +70,7 @@ class StageTimer:
         setattr(owner, method, timed)
 
 
+@command
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="7b")

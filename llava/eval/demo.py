@@ -13,9 +13,10 @@ The videos are generated with a seed no training run uses, so none of them was s
 import argparse
 from pathlib import Path
 
+from llava.errors import command
 from llava.eval import mlvu
 from llava.eval.answers import split_option
-from llava.eval.harness import MODELS_DIR, read_jsonl, run
+from llava.eval.harness import MODELS_DIR, EvalError, read_jsonl, run
 from llava.eval.synthetic import write_jsonl
 from llava.synthetic import OPTIONS, colour_prior, generate
 
@@ -31,7 +32,7 @@ def find_checkpoint(model: str | None) -> Path:
         for candidate in (Path(model), MODELS_DIR / model):
             if (candidate / "config.json").is_file():
                 return candidate
-        raise SystemExit(f"error: --model {model!r}: no checkpoint (config.json) at {model} or {MODELS_DIR / model}")
+        raise EvalError(f"--model {model!r}: no checkpoint (config.json) at {model} or {MODELS_DIR / model}")
     found = sorted(path.parent for path in MODELS_DIR.glob("*/config.json"))
     return found[0] if found else SHIPPED
 
@@ -67,6 +68,7 @@ def draw_one(checkpoint: Path, video: Path, row: dict, out: Path) -> str:
     return answer.text
 
 
+@command
 def main(argv=None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint folder or name under models/ (default: see above)")

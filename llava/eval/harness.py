@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava.conversation import multiple_choice_prompt, video_user_turn
-from llava.errors import VilampError
+from llava.errors import VilampError, command
 from llava.eval.answers import gold_letter, grade_multiple_choice, grade_open, letter_options
 
 MODELS_DIR = Path("models")
@@ -355,9 +354,7 @@ def run(benchmark: Benchmark, argv=None) -> Path:
     return path
 
 
+@command
 def main(benchmark: Benchmark, argv=None) -> None:
-    """Entry point of the exp_*.py scripts: input errors end the run with a one-line message."""
-    try:
-        run(benchmark, argv)
-    except EvalError as error:
-        sys.exit(f"error: {error}")
+    """Entry point of the exp_*.py scripts and `python -m llava.eval.generic`."""
+    run(benchmark, argv)

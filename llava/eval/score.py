@@ -12,10 +12,10 @@ import importlib
 import json
 import math
 import os
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from llava.errors import command
 from llava.eval.harness import MANIFEST, EvalError, read_records
 
 ADAPTERS = {
@@ -191,6 +191,7 @@ def plot_summary(summary: dict, path: Path) -> None:
     os.replace(temporary, path)
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Merge the shard files of a run and print its accuracy tables.")
     parser.add_argument("output_dir", type=Path)
@@ -201,10 +202,7 @@ def main(argv=None) -> None:
     if bool(args.judge_url) != bool(args.judge_model):
         parser.error("--judge_url and --judge_model go together")
     judge = {"url": args.judge_url, "model": args.judge_model, "key_env": args.judge_key_env} if args.judge_url else None
-    try:
-        print(format_summary(score_run(args.output_dir, judge)))
-    except EvalError as error:
-        sys.exit(f"error: {error}")
+    print(format_summary(score_run(args.output_dir, judge)))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import multiple_choice_prompt
+from llava.errors import VilampError
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 QUESTION = "What colour is the background when the white square appears?"
@@ -106,7 +107,7 @@ def position(plan: dict) -> str:
 def generate(out_dir, train: int, test: int, seed: int = 0) -> Path:
     """Write the train and test splits (see the module docstring); returns `out_dir`."""
     if train < 0 or test < 1:
-        raise ValueError(f"--train {train} / --test {test}: the test split needs a video, neither can be negative")
+        raise VilampError(f"--train {train} / --test {test}: the test split needs a video, neither can be negative")
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     (out_dir / "blank").mkdir(exist_ok=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llava.errors import command
+
 # file name -> (background RGB, seconds)
 EXAMPLE_VIDEOS = {
     "red.mp4": ((200, 30, 30), 6),
@@ -52,6 +54,7 @@ def write_example_videos(folder: str | Path) -> list[Path]:
     return written
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Generate the example videos of example-10.json when missing.")
     parser.add_argument("folder", type=Path, nargs="?", default=Path("dataset/example"))

@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+from llava.errors import command
 from llava.model.builder import CLIP_TOKENIZER_DIR, CheckpointError, load_pretrained_model
 
 
@@ -34,6 +35,7 @@ def merge_lora(adapter_dir: str | Path, output_dir: str | Path, model_base: str 
     return output_dir
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Merge a ViLAMP LoRA adapter into its base checkpoint.")
     parser.add_argument("adapter_dir", type=Path, help="output directory of a --lora_enable run")

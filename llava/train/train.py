@@ -25,7 +25,7 @@ import torch
 import transformers
 from transformers import HfArgumentParser, Trainer
 
-from llava.errors import VilampError
+from llava.errors import VilampError, command
 from llava.model.builder import CLIP_TOKENIZER_DIR, load_pretrained_model
 from llava.train.dataset import DataEvent, DecodedVideoCache, SupervisedVideoDataset, VideoCollator, VisualTokenCounter
 from llava.train.registry import load_training_records
@@ -271,6 +271,7 @@ def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, VideoTrainingA
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+@command
 def main(argv=None) -> VideoTrainer:
     model_args, data_args, args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
