@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from llava.errors import command
-from llava.files import write_video
+from llava.files import atomic_write, write_video
 
 FULL_FRAMES = (64, 256, 1024, 4096)
 QUICK_FRAMES = (64, 128, 256, 512)
@@ -302,12 +302,11 @@ def make_video(path: Path, seconds: int, width: int = 1280, height: int = 720, f
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.mp4")
     ys, xs = np.mgrid[0:height, 0:width]
     base = np.stack([xs * 255 // width, ys * 255 // height, (xs + ys) % 256], axis=-1).astype(np.uint8)
     frames = (np.roll(base, (i * 3, i * 5), axis=(0, 1)) for i in range(seconds * fps))  # every frame differs
-    write_video(partial, frames, fps, crf=28, preset="ultrafast")
-    partial.rename(path)
+    with atomic_write(path) as partial:
+        write_video(partial, frames, fps, crf=28, preset="ultrafast")
     return path
 
 

@@ -1,11 +1,27 @@
-"""Writing files: H.264 videos from frames (`write_video`). Light on imports (no torch)."""
+"""Writing files: all at once (`atomic_write`) and H.264 videos from frames (`write_video`). No torch import."""
 
 import itertools
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+
+@contextmanager
+def atomic_write(path) -> Iterator[Path]:
+    """Give a temporary path beside `path` to write; when the block ends without error it replaces `path` in one step,
+    so no reader (another worker, rank or run) ever sees a partial file. The temporary name keeps the suffix, from
+    which numpy and PyAV take the format."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_video(path, frames: Iterable[np.ndarray], fps: int, crf: int | None = None, preset: str | None = None,

@@ -15,7 +15,6 @@ and a `summarize(records) -> tables` used by `llava.eval.score`. The harness doe
 import argparse
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 from llava.conversation import multiple_choice_prompt, video_user_turn
 from llava.errors import VilampError, command
 from llava.eval.answers import gold_letter, grade_multiple_choice, grade_open, letter_options
+from llava.files import atomic_write
 
 MODELS_DIR = Path("models")
 MANIFEST = "run.json"
@@ -230,9 +230,8 @@ def write_manifest(output_dir: Path, benchmark: Benchmark, args, items: list[Ite
     """`run.json`: the benchmark and the ids of every item the run covers (all shards), for the scorer."""
     manifest = {"benchmark": benchmark.name, "dataset_path": str(args.dataset_path), "limit": args.limit,
                 "items": [item.qid for item in items]}
-    temporary = output_dir / f".{MANIFEST}.{os.getpid()}"
-    temporary.write_text(json.dumps(manifest))
-    os.replace(temporary, output_dir / MANIFEST)
+    with atomic_write(output_dir / MANIFEST) as temporary:
+        temporary.write_text(json.dumps(manifest))
 
 
 def grade(item: Item, response: str) -> dict:

@@ -11,12 +11,12 @@ import argparse
 import importlib
 import json
 import math
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from llava.errors import command
 from llava.eval.harness import MANIFEST, EvalError, read_records
+from llava.files import atomic_write
 
 ADAPTERS = {
     "videomme": "llava.eval.videomme",
@@ -133,7 +133,8 @@ def score_run(output_dir, judge: dict | None = None) -> dict:
         "judge_model": judge["model"] if judge else None,
         "tables": adapter.summarize(graded),
     }
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_write(output_dir / "summary.json") as temporary:
+        temporary.write_text(json.dumps(summary, indent=2))
     plot_summary(summary, output_dir / "summary.png")
     return summary
 
@@ -185,10 +186,9 @@ def plot_summary(summary: dict, path: Path) -> None:
         ax.set_title(tab["title"], fontsize=10)
         ax.set_xlabel("accuracy (%)")
     fig.tight_layout()
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fig.savefig(temporary, format="png", dpi=100)
+    with atomic_write(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=100)
     plt.close(fig)
-    os.replace(temporary, path)
 
 
 @command

@@ -9,7 +9,6 @@ trainer (in the main process, whatever the number of DataLoader workers) logs, c
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import conversation_pieces
+from llava.files import atomic_write
 from llava.inference import video_inputs
 from llava.mm_utils import tokenizer_image_token
 from llava.model.modeling_llava_qwen import VideoInputs
@@ -113,9 +113,8 @@ class DecodedVideoCache:
             except (OSError, ValueError, KeyError) as error:
                 logger.warning("%s (cache of %s) is unreadable, decoding again: %s", path, record.video, error)
         frames = decode()
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(partial, siglip=frames.siglip.numpy(), clip=frames.clip.numpy())
-        os.replace(partial, path)
+        with atomic_write(path) as partial:
+            np.savez(partial, siglip=frames.siglip.numpy(), clip=frames.clip.numpy())
         return frames
 
 
