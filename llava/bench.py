@@ -30,6 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from llava.errors import command
+from llava.files import atomic_write, write_video
+
 FULL_FRAMES = (64, 256, 1024, 4096)
 QUICK_FRAMES = (64, 128, 256, 512)
 DKS_FRAMES, DKS_KEYFRAMES = 10_000, 32
@@ -295,26 +298,18 @@ def measure_dks(repeats: int = 3) -> dict:
 
 def make_video(path: Path, seconds: int, width: int = 1280, height: int = 720, fps: int = 30) -> Path:
     """A moving colour-gradient H.264 video (written once; reused when present)."""
-    import av
-
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.mp4")
     ys, xs = np.mgrid[0:height, 0:width]
     base = np.stack([xs * 255 // width, ys * 255 // height, (xs + ys) % 256], axis=-1).astype(np.uint8)
-    with av.open(str(partial), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "28"}
-        for i in range(seconds * fps):
-            image = np.roll(base, (i * 3, i * 5), axis=(0, 1))  # the gradient drifts: every frame differs
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    partial.rename(path)
+    frames = (np.roll(base, (i * 3, i * 5), axis=(0, 1)) for i in range(seconds * fps))  # every frame differs
+    with atomic_write(path) as partial:
+        write_video(partial, frames, fps, crf=28, preset="ultrafast")
     return path
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller frame counts and a 1-minute video")

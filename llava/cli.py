@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from llava.errors import VilampError, command
 from llava.model.builder import MODELS_DIR, CheckpointError, find_checkpoint
 from llava.visualize import timestamp, visualize
 
-EXIT_INPUT_ERROR = 2
 PROGRESS_DELAY = 0.5  # seconds before a bar appears: short videos show none
 DTYPES = ("bf16", "fp16", "fp32")
 
 
-class InputError(Exception):
+class InputError(VilampError):
     """A problem with what the user gave (video, checkpoint, option); the message says what and how to fix it."""
 
 
@@ -161,10 +161,7 @@ def format_text(result: dict) -> str:
 def run(args) -> dict:
     """Answer (and draw) as `args` say; returns the summary."""
     check_options(args)
-    try:
-        checkpoint = find_checkpoint(args.model)
-    except CheckpointError as error:
-        raise InputError(str(error)) from error
+    checkpoint = find_checkpoint(args.model)
     from llava.inference import answer_video  # the model stack loads only once the cheap checks passed
 
     progress = sys.stderr.isatty()
@@ -177,13 +174,10 @@ def run(args) -> dict:
     return summary(args, checkpoint, video, answer)
 
 
+@command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = run(args)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
+    result = run(args)
     print(json.dumps(result, ensure_ascii=False) if args.json else format_text(result))
     return 0
 

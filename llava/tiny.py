@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
+from llava.errors import command
 from llava.model.builder import processor_settings
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
@@ -135,6 +136,7 @@ def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, **config_overrides
     return out_dir
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Write a tiny random ViLAMP checkpoint (no downloads).")
     parser.add_argument("out_dir", type=Path)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from llava.errors import VilampError
 from llava.processing import VideoFrames, VideoProcessor
 
 Progress = Callable[[int, int], None]  # (frames kept so far, frames planned)
@@ -30,7 +31,7 @@ DECODE_QUEUE = 4  # full-resolution frames waiting between the PyAV decoding thr
 BACKGROUND_DECODE_PIXELS = 640 * 360  # frames at least this large are decoded in a background thread
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(VilampError, RuntimeError):
     """A video could not be turned into frames; the message names the file and the reason."""
 
     def __init__(self, path, reason: str):

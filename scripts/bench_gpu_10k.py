@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llava.errors import command  # noqa: E402
 from llava.model import LlavaQwenConfig, LlavaQwenForCausalLM  # noqa: E402
 from llava.processing import VideoFrames, video_token_count  # noqa: E402
 
@@ -68,6 +69,7 @@ class StageTimer:
         setattr(owner, method, timed)
 
 
+@command
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="7b")

@@ -121,15 +121,17 @@ def test_shards_cover_every_item_once(tmp_path, tiny_checkpoint, monkeypatch):
     assert (summary["records"], summary["missing"], summary["duplicates"]) == (9, 0, 0)
 
 
-def test_input_errors_stop_with_a_message(tmp_path, tiny_checkpoint):
+def test_input_errors_stop_with_a_message(tmp_path, tiny_checkpoint, capsys):
     for args, message in [
         (["--split", "2_x"], "--split"),
         (["--dataset_path", str(tmp_path / "absent.json")], "dataset file not found"),
         (["--version", str(tmp_path / "no-model")], "--version"),
     ]:
         argv = common(tmp_path, tiny_checkpoint, tmp_path / "x.json", tmp_path) + args
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(SystemExit) as stop:
             egoschema_main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith("error: ") and message in err
 
 
 def egoschema_main(argv):

@@ -13,6 +13,7 @@ The videos are generated with a seed no training run uses, so none of them was s
 import argparse
 from pathlib import Path
 
+from llava.errors import command
 from llava.eval import mlvu
 from llava.eval.answers import split_option
 from llava.eval.harness import read_jsonl, run
@@ -57,6 +58,7 @@ def draw_one(checkpoint: Path, video: Path, row: dict, out: Path) -> str:
     return answer.text
 
 
+@command
 def main(argv=None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint folder or name under models/ (default: see above)")

@@ -15,8 +15,6 @@ and a `summarize(records) -> tables` used by `llava.eval.score`. The harness doe
 import argparse
 import hashlib
 import json
-import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava.conversation import multiple_choice_prompt
+from llava.errors import VilampError, command
 from llava.eval.answers import gold_letter, grade_multiple_choice, grade_open, letter_options
-from llava.model.builder import CheckpointError, find_checkpoint
+from llava.files import atomic_write
+from llava.model.builder import find_checkpoint
 
 MANIFEST = "run.json"
 
@@ -57,7 +57,7 @@ class Benchmark:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
-class EvalError(RuntimeError):
+class EvalError(VilampError, RuntimeError):
     """A problem with the inputs of a run (dataset file, split, checkpoint, output file); the message names it."""
 
 
@@ -219,9 +219,8 @@ def write_manifest(output_dir: Path, benchmark: Benchmark, args, items: list[Ite
     """`run.json`: the benchmark and the ids of every item the run covers (all shards), for the scorer."""
     manifest = {"benchmark": benchmark.name, "dataset_path": str(args.dataset_path), "limit": args.limit,
                 "items": [item.qid for item in items]}
-    temporary = output_dir / f".{MANIFEST}.{os.getpid()}"
-    temporary.write_text(json.dumps(manifest))
-    os.replace(temporary, output_dir / MANIFEST)
+    with atomic_write(output_dir / MANIFEST) as temporary:
+        temporary.write_text(json.dumps(manifest))
 
 
 def grade(item: Item, response: str) -> dict:
@@ -341,9 +340,7 @@ def run(benchmark: Benchmark, argv=None) -> Path:
     return path
 
 
+@command
 def main(benchmark: Benchmark, argv=None) -> None:
-    """Entry point of the exp_*.py scripts: input errors end the run with a one-line message."""
-    try:
-        run(benchmark, argv)
-    except (EvalError, CheckpointError) as error:
-        sys.exit(f"error: {error}")
+    """Entry point of the exp_*.py scripts and `python -m llava.eval.generic`."""
+    run(benchmark, argv)

@@ -11,12 +11,12 @@ import argparse
 import importlib
 import json
 import math
-import os
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from llava.errors import command
 from llava.eval.harness import MANIFEST, EvalError, read_records
+from llava.files import atomic_write
 
 ADAPTERS = {
     "videomme": "llava.eval.videomme",
@@ -133,7 +133,8 @@ def score_run(output_dir, judge: dict | None = None) -> dict:
         "judge_model": judge["model"] if judge else None,
         "tables": adapter.summarize(graded),
     }
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_write(output_dir / "summary.json") as temporary:
+        temporary.write_text(json.dumps(summary, indent=2))
     plot_summary(summary, output_dir / "summary.png")
     return summary
 
@@ -185,12 +186,12 @@ def plot_summary(summary: dict, path: Path) -> None:
         ax.set_title(tab["title"], fontsize=10)
         ax.set_xlabel("accuracy (%)")
     fig.tight_layout()
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fig.savefig(temporary, format="png", dpi=100)
+    with atomic_write(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=100)
     plt.close(fig)
-    os.replace(temporary, path)
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Merge the shard files of a run and print its accuracy tables.")
     parser.add_argument("output_dir", type=Path)
@@ -201,10 +202,7 @@ def main(argv=None) -> None:
     if bool(args.judge_url) != bool(args.judge_model):
         parser.error("--judge_url and --judge_model go together")
     judge = {"url": args.judge_url, "model": args.judge_model, "key_env": args.judge_key_env} if args.judge_url else None
-    try:
-        print(format_summary(score_run(args.output_dir, judge)))
-    except EvalError as error:
-        sys.exit(f"error: {error}")
+    print(format_summary(score_run(args.output_dir, judge)))
 
 
 if __name__ == "__main__":

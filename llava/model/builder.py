@@ -16,6 +16,7 @@ import torch
 from transformers import AutoTokenizer, CLIPTokenizer
 
 import llava.model  # noqa: F401  (registers llava_qwen with the Auto classes)
+from llava.errors import VilampError
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
 from llava.processing import VilampProcessor
@@ -35,7 +36,7 @@ MODELS_DIR = Path("models")  # where users put checkpoints; a bare name means a 
 TINY_COMMAND = "python -m llava.tiny models/tiny-vilamp"
 
 
-class CheckpointError(FileNotFoundError):
+class CheckpointError(VilampError, FileNotFoundError):
     """A checkpoint directory is missing something it needs; the message names it."""
 
 

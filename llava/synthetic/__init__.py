@@ -24,14 +24,14 @@ answer, task = position, and needle_frames).
 
 import json
 import random
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import multiple_choice_prompt
+from llava.errors import VilampError
+from llava.files import write_video
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 QUESTION = "What colour is the background when the white square appears?"
@@ -43,6 +43,7 @@ MIN_SECONDS, MAX_SECONDS = 20, 60  # video length; 1 frame a second
 MIN_SCENE = 4  # shortest scene in frames
 MIN_SCENES = 2  # scenes per video: 2 to 4
 GREY = (128, 128, 128)
+CRF = 12  # libx264 quality of the videos; the shipped needle-vilamp was trained on exactly these files
 
 
 def plan_video(rng: random.Random, answer: int) -> dict:
@@ -80,18 +81,6 @@ def render(plan: dict) -> np.ndarray:
     return frames
 
 
-def write_video(path: Path, frames: np.ndarray) -> Path:
-    """H.264 .mp4 at 1 frame a second."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(1, 1))
-        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
-        stream.options = {"crf": "12"}
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
 def colour_prior(rows: list[dict]) -> float:
     """Expected accuracy of guessing among the colours a video shows (knowing its scenes but not the needle)."""
     return sum(1 / len(row["scenes"]) for row in rows) / len(rows)
@@ -106,7 +95,7 @@ def position(plan: dict) -> str:
 def generate(out_dir, train: int, test: int, seed: int = 0) -> Path:
     """Write the train and test splits (see the module docstring); returns `out_dir`."""
     if train < 0 or test < 1:
-        raise ValueError(f"--train {train} / --test {test}: the test split needs a video, neither can be negative")
+        raise VilampError(f"--train {train} / --test {test}: the test split needs a video, neither can be negative")
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     (out_dir / "blank").mkdir(exist_ok=True)
@@ -121,7 +110,7 @@ def generate(out_dir, train: int, test: int, seed: int = 0) -> Path:
     answer_option = {name: option for name, option in zip(COLOURS, OPTIONS)}
     for split, name, plan in plans:
         frames = render(plan)
-        write_video(out_dir / "videos" / f"{name}.mp4", frames)
+        write_video(out_dir / "videos" / f"{name}.mp4", frames, fps=1, crf=CRF)
         if split == "train":
             records.append({
                 "video": f"{name}.mp4", "query": QUESTION, "needle_frames": plan["needle_frames"],
@@ -129,7 +118,7 @@ def generate(out_dir, train: int, test: int, seed: int = 0) -> Path:
                                   {"from": "gpt", "value": answer_option[plan["answer"]]}],
             })  # fmt: skip
         else:
-            write_video(out_dir / "blank" / f"{name}.mp4", np.full_like(frames, GREY))
+            write_video(out_dir / "blank" / f"{name}.mp4", np.full_like(frames, GREY), fps=1, crf=CRF)
             rows.append({"id": name, "video": f"{name}.mp4", "question": QUESTION, "options": OPTIONS,
                          "answer": answer_option[plan["answer"]], "task": position(plan),
                          "needle_frames": plan["needle_frames"], "scenes": plan["scenes"]})

@@ -4,9 +4,11 @@ import argparse
 import time
 from pathlib import Path
 
+from llava.errors import command
 from llava.synthetic import generate
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Write the synthetic needle-colour video QA task.")
     parser.add_argument("out_dir", type=Path)
@@ -15,10 +17,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    try:
-        generate(args.out_dir, args.train, args.test, args.seed)
-    except ValueError as error:
-        parser.error(str(error))
+    generate(args.out_dir, args.train, args.test, args.seed)
     print(f"wrote {args.train} training and {args.test} test videos to {args.out_dir} "
           f"in {time.perf_counter() - started:.1f} s")
 

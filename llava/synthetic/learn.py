@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from llava.errors import command
 from llava.eval import generic
 from llava.eval.harness import read_jsonl, run
 from llava.eval.score import load_run, score_run
@@ -141,6 +142,7 @@ def train(checkpoint: Path, data: Path, out: Path, args) -> dict:
             "stopped_by_time_cap": bool(limit and limit.stopped_at is not None)}
 
 
+@command
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="Train and evaluate a tiny ViLAMP on the synthetic needle task.")
     parser.add_argument("--seed", type=int, default=0, help="seeds the data, the model and the training order")

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.errors import command
 from llava.model.builder import load_model
 from llava.model.merger import reference_frames
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM, VideoInputs
@@ -174,6 +175,7 @@ def check_fixture(fixture: Path, attn_implementation: str = "eager") -> list[Sta
     return stages
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("fixture", type=Path, help="fixture directory, e.g. ../shared/oracle/case_a")

@@ -10,7 +10,6 @@ trainer (in the main process, whatever the number of DataLoader workers) logs, c
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
 from llava.conversation import conversation_pieces
+from llava.files import atomic_write
 from llava.processing import VideoFrames, VideoProcessor, VilampProcessor, expand_video_tokens
 from llava.train.registry import TrainRecord
 from llava.video import VideoDecodeError, load_video
@@ -115,9 +115,8 @@ class DecodedVideoCache:
             except (OSError, ValueError, KeyError) as error:
                 logger.warning("%s (cache of %s) is unreadable, decoding again: %s", path, record.video, error)
         frames = decode()
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(partial, siglip=frames.siglip.numpy(), clip=frames.clip.numpy())
-        os.replace(partial, path)
+        with atomic_write(path) as partial:
+            np.savez(partial, siglip=frames.siglip.numpy(), clip=frames.clip.numpy())
         return frames
 
 

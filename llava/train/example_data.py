@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from llava.errors import command
+from llava.files import write_video
+
 # file name -> (background RGB, seconds)
 EXAMPLE_VIDEOS = {
     "red.mp4": ((200, 30, 30), 6),
@@ -21,22 +24,15 @@ EXAMPLE_VIDEOS = {
 FPS, WIDTH, HEIGHT, SQUARE = 4, 96, 64, 16
 
 
-def write_video(path: Path, background: tuple[int, int, int], seconds: int) -> None:
-    import av
-
-    frames = FPS * seconds
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for i in range(frames):
-            image = np.empty((HEIGHT, WIDTH, 3), dtype=np.uint8)
-            image[:] = background
-            x = (WIDTH - SQUARE) * i // max(frames - 1, 1)
-            image[(HEIGHT - SQUARE) // 2 : (HEIGHT + SQUARE) // 2, x : x + SQUARE] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+def example_frames(background: tuple[int, int, int], seconds: int) -> np.ndarray:
+    """(FPS * seconds, HEIGHT, WIDTH, 3) uint8: the background with the white square moving left to right."""
+    count = FPS * seconds
+    frames = np.empty((count, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frames[:] = background
+    for i in range(count):
+        x = (WIDTH - SQUARE) * i // max(count - 1, 1)
+        frames[i, (HEIGHT - SQUARE) // 2 : (HEIGHT + SQUARE) // 2, x : x + SQUARE] = 255
+    return frames
 
 
 def write_example_videos(folder: str | Path) -> list[Path]:
@@ -47,11 +43,12 @@ def write_example_videos(folder: str | Path) -> list[Path]:
     for name, (background, seconds) in EXAMPLE_VIDEOS.items():
         path = folder / name
         if not path.exists():
-            write_video(path, background, seconds)
+            write_video(path, example_frames(background, seconds), FPS)
             written.append(path)
     return written
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Generate the example videos of example-10.json when missing.")
     parser.add_argument("folder", type=Path, nargs="?", default=Path("dataset/example"))

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from llava.errors import command
 from llava.model.builder import CheckpointError, load_pretrained_model
 
 
@@ -29,6 +30,7 @@ def merge_lora(adapter_dir: str | Path, output_dir: str | Path, model_base: str 
     return output_dir
 
 
+@command
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Merge a ViLAMP LoRA adapter into its base checkpoint.")
     parser.add_argument("adapter_dir", type=Path, help="output directory of a --lora_enable run")

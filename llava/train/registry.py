@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
+from llava.errors import VilampError
 
 DATASET_KEYS = {"json_path", "sampling_strategy", "video_folder", "max_frame_num", "fps", "frames"}
 ROLES = {"human": "user", "gpt": "assistant"}
@@ -36,7 +37,7 @@ DEFAULT_MAX_FRAMES = 600  # frame cap when neither the record, its dataset nor -
 _STRATEGY = re.compile(r"^(all|first:(\d+)|end:(\d+)|random:(\d+)|random:(\d+(?:\.\d+)?)%)$")
 
 
-class RegistryError(ValueError):
+class RegistryError(VilampError, ValueError):
     """A problem in the registry or a dataset file; the message names the file and the record."""
 
 
@@ -75,8 +76,10 @@ def load_registry(data_path: str | Path, video_folder: str | Path | None = None)
         raise RegistryError(f"--data_path {data_path}: expected a .yaml/.yml registry or a .json/.jsonl dataset")
     try:
         content = yaml.safe_load(data_path.read_text())
-    except yaml.YAMLError as error:
-        raise RegistryError(f"{data_path}: not valid YAML: {error}") from error
+    except yaml.YAMLError as error:  # one line: where and what, without the excerpt PyYAML adds
+        mark = getattr(error, "problem_mark", None)
+        where = f"{data_path}, line {mark.line + 1}, column {mark.column + 1}" if mark else data_path
+        raise RegistryError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from error
     if not isinstance(content, dict) or not isinstance(content.get("datasets"), list) or not content["datasets"]:
         raise RegistryError(f"{data_path}: expected a top-level 'datasets:' list with at least one entry")
     return [_dataset_spec(entry, data_path, i, default_folder) for i, entry in enumerate(content["datasets"])]

@@ -24,6 +24,7 @@ import torch
 import transformers
 from transformers import HfArgumentParser, Trainer
 
+from llava.errors import VilampError, command
 from llava.model.builder import load_pretrained_model
 from llava.train.dataset import DataEvent, DecodedVideoCache, SupervisedVideoDataset, VideoCollator
 from llava.train.registry import load_training_records
@@ -82,7 +83,7 @@ class VideoTrainingArguments(transformers.TrainingArguments):
     dataloader_num_workers: int = 2  # workers decode videos ahead of the model
 
 
-class TrainingSetupError(ValueError):
+class TrainingSetupError(VilampError, ValueError):
     """A command-line argument that cannot work; the message names it."""
 
 
@@ -264,6 +265,7 @@ def parse_args(argv=None) -> tuple[ModelArguments, DataArguments, VideoTrainingA
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+@command
 def main(argv=None) -> VideoTrainer:
     model_args, data_args, args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
