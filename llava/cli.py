@@ -1,6 +1,6 @@
 """Ask one question about one video from the command line.
 
-    python -m llava.cli VIDEO "question" [--model PATH] [--max_frame_num 600] [--max_new_tokens 128]
+    python -m llava.cli VIDEO "question" [--model PATH] [--max_frames 600] [--max_new_tokens 128]
                         [--device cuda|cpu] [--dtype bf16|fp16|fp32] [--json] [--visualize OUT.png]
 
 Prints the answer, the keyframe timestamps and the token budget (or one JSON object with `--json`); `--visualize`
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None,
                         help=f"checkpoint folder, or a name under {MODELS_DIR}/ (default: the first folder under "
                              f"{MODELS_DIR}/ with a config.json)")
-    parser.add_argument("--max_frame_num", type=int, default=600, help="most frames sampled (1 fps first)")
+    parser.add_argument("--max_frames", "--max_frame_num", dest="max_frames", type=int, default=600,
+                        help="most frames sampled from the video (1 fps first; --max_frame_num is the released "
+                             "scripts' spelling). The keyframes among them are the checkpoint's max_frame_num")
     parser.add_argument("--max_new_tokens", type=int, default=128, help="longest answer, in tokens")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--dtype", default=None, choices=DTYPES, help="default: bf16 on cuda, fp32 on cpu")
@@ -52,7 +54,7 @@ def check_options(args) -> None:
     """Reject bad options before the slow model load."""
     if not args.question.strip():
         raise InputError("the question is empty")
-    for name in ("max_frame_num", "max_new_tokens"):
+    for name in ("max_frames", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name} {getattr(args, name)}: must be at least 1")
     if not args.video.is_file():
@@ -84,7 +86,7 @@ def load_model(checkpoint: Path, device: str | None, dtype: str | None, progress
     return model, processor
 
 
-def decode(path: Path, processor, max_frame_num: int, progress: bool):
+def decode(path: Path, processor, max_frames: int, progress: bool):
     """`load_video` at 1 fps, with a progress bar; a video that yields no frame is an InputError."""
     from llava.video import VideoDecodeError, load_video
 
@@ -95,7 +97,7 @@ def decode(path: Path, processor, max_frame_num: int, progress: bool):
             bar.update(done - bar.n)
 
         try:
-            return load_video(path, processor.video_processor, max_frame_num, progress=tick)
+            return load_video(path, processor.video_processor, max_frames, progress=tick)
         except VideoDecodeError as error:
             raise InputError(f"cannot read the video {error}") from error
 
@@ -103,12 +105,13 @@ def decode(path: Path, processor, max_frame_num: int, progress: bool):
 @contextmanager
 def encoding_progress(model, num_frames: int, progress: bool):
     """A bar over the frames the vision encoders see while answering: CLIP sees every frame, SigLIP every frame
-    (or only the keyframes with `single_token`). Counted by forward hooks on the two image encoders."""
+    (or only the keyframes, with a composer that merges from CLIP embeddings). Counted by forward hooks on the two
+    image encoders."""
     if not progress:
         yield
         return
     config, inner = model.config, model.model
-    siglip = min(config.max_frame_num, num_frames) if config.composer_type == "single_token" else num_frames
+    siglip = num_frames if inner.composer_projector.uses_siglip else min(config.max_frame_num, num_frames)
 
     with tqdm(total=num_frames + siglip, desc="encoding", unit="frame", delay=PROGRESS_DELAY) as bar:
         def tick(module, inputs, output):
@@ -166,7 +169,7 @@ def run(args) -> dict:
 
     progress = sys.stderr.isatty()
     model, processor = load_model(checkpoint, args.device, args.dtype, progress)
-    video = decode(args.video, processor, args.max_frame_num, progress)
+    video = decode(args.video, processor, args.max_frames, progress)
     with encoding_progress(model, len(video.frames), progress):
         answer = answer_video(model, processor, video.frames, args.question, args.question, args.max_new_tokens)
     if args.visualize is not None:

@@ -19,6 +19,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast
 from llava.errors import command
 from llava.model.builder import processor_settings
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
+from llava.model.merger import COMPOSERS
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
 from llava.processing import VIDEO_TOKEN, VilampProcessor
 
@@ -141,12 +142,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Write a tiny random ViLAMP checkpoint (no downloads).")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--composer", default="sig_pooling", choices=["sig_pooling", "single_token", "average_pooling"])
+    parser.add_argument("--composer", default="sig_pooling", choices=sorted(COMPOSERS),
+                        help="composer_type: what non-keyframes become (llava.model.merger)")
     parser.add_argument("--image-size", type=int, default=384, help="SigLIP input side (patch 14: 384 -> 27x27)")
-    parser.add_argument("--max-frame-num", type=int, default=8, help="keyframes per video (K)")
+    parser.add_argument("--keyframes", "--max-frame-num", dest="keyframes", type=int, default=8,
+                        help="keyframes per video, K (the config's max_frame_num)")
     args = parser.parse_args(argv)
     path = write_tiny_checkpoint(
-        args.out_dir, args.seed, composer=args.composer, image_size=args.image_size, max_frame_num=args.max_frame_num
+        args.out_dir, args.seed, composer=args.composer, image_size=args.image_size, max_frame_num=args.keyframes
     )
     print(f"wrote a tiny ViLAMP checkpoint to {path}")
 

@@ -39,12 +39,6 @@ HEADER, TIMELINE, FAN, LABEL, SECTION_TITLE, NOTE = 1.0, 2.6, 0.55, 0.3, 0.35, 0
 TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800)  # seconds
 MAX_TICKS = 10
 KEYFRAME_COLOUR, CURVE_COLOUR, HEATMAP_COLOUR = "#d62728", "#1f77b4", "#ff9f1c"
-HOW_MERGED = {
-    "single_token": "turns each non-keyframe into one token from its CLIP embedding",
-    "average_pooling": "averages all patches of each non-keyframe equally",
-}
-
-
 def timestamp(seconds: float) -> str:
     """Seconds -> "hh:mm:ss" (rounded to the second)."""
     total = int(round(seconds))
@@ -90,9 +84,10 @@ def patch_heatmaps(model, processor, video: DecodedVideo, question: str, keyfram
 def heatmaps_or_reason(model, processor, video: DecodedVideo, question: str,
                        answer: VideoAnswer) -> list[Heatmap] | str:
     """Heatmaps of a few non-keyframes, or the sentence the figure shows instead."""
-    composer = model.config.composer_type
-    if composer != "sig_pooling":
-        return (f"No DFM heatmaps: this checkpoint's merger (composer_type={composer!r}) {HOW_MERGED[composer]}, "
+    composer = model.model.composer_projector
+    if not hasattr(composer, "patch_weights"):
+        return (f"No DFM heatmaps: this checkpoint's merger (composer_type={model.config.composer_type!r}) "
+                f"{composer.description}, "
                 "so there are no patch weights to show.")
     rows = heatmap_frames(answer.keyframes, answer.num_frames)
     if not rows:

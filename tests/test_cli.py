@@ -128,7 +128,10 @@ def test_heatmaps_are_the_merge_weights_the_model_used(tiny_model, answered):
 def test_other_mergers_say_why_there_are_no_heatmaps(tiny_model, answered, tmp_path):
     processor = tiny_model[2]
     decoded, answer = answered
-    averaging = SimpleNamespace(config=SimpleNamespace(composer_type="average_pooling"))
+    from llava.model.merger import AveragePooling
+
+    averaging = SimpleNamespace(config=SimpleNamespace(composer_type="average_pooling"),
+                                model=SimpleNamespace(composer_projector=AveragePooling()))
     reason = heatmaps_or_reason(averaging, processor, decoded, QUESTION, answer)
     assert "average_pooling" in reason and "no patch weights" in reason
     figure = draw(decoded, answer, QUESTION, reason)

@@ -146,7 +146,9 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default=f"outputs/{benchmark.name}", help="where shard records go")
     parser.add_argument("--version", default="ViLAMP-llava-qwen", help="checkpoint folder, or a name under models/")
     parser.add_argument("--split", default="1_1", help="shard i of N (1-based), e.g. 2_4")
-    parser.add_argument("--max_frame_num", type=int, default=600, help="most frames decoded per video (1 fps first)")
+    parser.add_argument("--max_frames", "--max_frame_num", dest="max_frames", type=int, default=600,
+                        help="most frames sampled per video (1 fps first; --max_frame_num is the released scripts' "
+                             "spelling); the keyframes among them are the checkpoint's max_frame_num")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu)")
     parser.add_argument("--attn_implementation", default=None, choices=["flash_attention_2", "sdpa", "eager"])
@@ -254,7 +256,7 @@ def find_video(item: Item) -> Path:
     return item.videos[0]  # decoding it reports "video file not found" with its name
 
 
-def evaluate(benchmark: Benchmark, items: list[Item], handle, model_bundle, max_frame_num: int,
+def evaluate(benchmark: Benchmark, items: list[Item], handle, model_bundle, max_frames: int,
              feature_cache_bytes: int = 0) -> tuple[int, int]:
     """Answer `items` video by video, appending one record per item to `handle`. Returns (done, errors)."""
     from tqdm import tqdm
@@ -269,7 +271,7 @@ def evaluate(benchmark: Benchmark, items: list[Item], handle, model_bundle, max_
         for group in group_by_video(items):
             started = time.perf_counter()
             try:
-                video = load_video(find_video(group[0]), processor.video_processor, max_frame_num)
+                video = load_video(find_video(group[0]), processor.video_processor, max_frames)
                 video_error = None
             except Exception as error:
                 video, video_error = None, f"{type(error).__name__}: {error}"
@@ -317,8 +319,8 @@ def run(benchmark: Benchmark, argv=None) -> Path:
     checkpoint = find_checkpoint(args.version, flag="--version")
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit {args.limit}: must be at least 1")
-    if args.max_frame_num < 1:
-        raise EvalError(f"--max_frame_num {args.max_frame_num}: must be at least 1")
+    if args.max_frames < 1:
+        raise EvalError(f"--max_frames {args.max_frames}: must be at least 1")
     items = benchmark.load(args)
     items = items[: args.limit] if args.limit else items
     duplicate = next((qid for qid, n in Counter(item.qid for item in items).items() if n > 1), None)
@@ -333,7 +335,7 @@ def run(benchmark: Benchmark, argv=None) -> Path:
         todo = [item for item in shard(items, index, count) if item.qid not in recorded]
         print(f"{benchmark.title}: shard {index}/{count}, {len(recorded)} recorded, {len(todo)} to do -> {path}")
         if todo:
-            done, errors = evaluate(benchmark, todo, handle, load_model(checkpoint, args), args.max_frame_num,
+            done, errors = evaluate(benchmark, todo, handle, load_model(checkpoint, args), args.max_frames,
                                     int(args.feature_cache_gb * 2**30))
             print(f"answered {done} questions, {errors} failed (recorded with 'error')")
     print(format_summary(score_run(output_dir)))

@@ -3,6 +3,7 @@
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
+from llava.model.merger import Composer, register_composer
 from llava.processing import VilampProcessor
 from llava.model.modeling_llava_qwen import (
     LlavaQwenForCausalLM,
@@ -17,6 +18,7 @@ AutoModelForCausalLM.register(LlavaQwenConfig, LlavaQwenForCausalLM, exist_ok=Tr
 AutoProcessor.register(LlavaQwenConfig, VilampProcessor, exist_ok=True)
 
 __all__ = [
+    "Composer",
     "LlavaQwenConfig",
     "LlavaQwenForCausalLM",
     "LlavaQwenModel",
@@ -24,4 +26,5 @@ __all__ = [
     "VideoFeatureCache",
     "VideoInputs",
     "VilampProcessor",
+    "register_composer",
 ]

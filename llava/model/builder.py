@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, CLIPTokenizer
 import llava.model  # noqa: F401  (registers llava_qwen with the Auto classes)
 from llava.errors import VilampError
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
+from llava.model.merger import composer_class
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
 from llava.processing import VilampProcessor
 
@@ -178,6 +179,7 @@ def processor_settings(config: LlavaQwenConfig) -> dict:
         "clip_size": config.frame_selector_clip_config.vision_config.image_size,
         "num_keyframes": config.max_frame_num,
         "tokens_per_keyframe": config.tokens_per_keyframe,
+        "tokens_per_frame": composer_class(config.composer_type).tokens_per_frame,
     }
 
 

@@ -11,6 +11,7 @@ their `mm_vision_tower` / `clip_model_path` name folders on the authors' machine
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPConfig, Qwen2Config, SiglipVisionConfig
 
+from llava.model.merger import COMPOSERS
 from llava.model.pooling import pooled_tokens_per_keyframe
 
 # google/siglip-so400m-patch14-384 (the released tower), before ViLAMP drops its last layer.
@@ -28,7 +29,6 @@ SIGLIP_SO400M_PATCH14_384 = dict(
 CLIP_VIT_B_32: dict = {}
 
 DFM_REFERENCE_RULES = ("legacy", "preceding_keyframe")
-COMPOSER_TYPES = ("sig_pooling", "single_token", "average_pooling")
 POOL_MODES = ("bilinear", "average", "max", "none")
 
 
@@ -96,7 +96,7 @@ class LlavaQwenConfig(Qwen2Config):
         """Raise a ValueError naming the field when a ViLAMP setting has no implementation here."""
         choices = {
             "dfm_reference": DFM_REFERENCE_RULES,
-            "composer_type": COMPOSER_TYPES,
+            "composer_type": tuple(COMPOSERS),
             "mm_spatial_pool_mode": POOL_MODES,
             "frame_selector_type": ("SeqFrameSelector",),
             "mm_vision_select_feature": ("patch",),

@@ -23,7 +23,7 @@ from transformers.modeling_utils import PreTrainedModel
 
 from llava.constants import IGNORE_INDEX
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
-from llava.model.merger import SigPooling, average_tokens, build_composer, reference_frames
+from llava.model.merger import SigPooling, composer_class, reference_frames
 from llava.model.pooling import pool_keyframes
 from llava.model.projector import build_vision_projector
 from llava.model.selector import FrameSelector, KeyframeSelection, select_keyframes, uniform_keyframes
@@ -77,7 +77,7 @@ class VideoEncoding:
     tokens: torch.Tensor  # (T_vis, D): the block that replaces <image>, image_newline included
     selection: KeyframeSelection
     keyframe_tokens: int  # tokens of all keyframes together
-    merged_tokens: int  # one per non-keyframe
+    merged_tokens: int  # the composer's tokens_per_frame per non-keyframe
 
     @property
     def keyframes(self) -> list[int]:
@@ -86,10 +86,12 @@ class VideoEncoding:
     def frame_spans(self) -> list[tuple[int, int]]:
         """[start, end) of every frame's tokens inside `tokens`, in frame order."""
         keyframes = set(self.keyframes)
+        num_frames = len(self.selection.relevance)
         per_keyframe = self.keyframe_tokens // max(len(keyframes), 1)
+        per_other = self.merged_tokens // max(num_frames - len(keyframes), 1)
         spans, start = [], 0
-        for frame in range(len(self.selection.relevance)):
-            end = start + (per_keyframe if frame in keyframes else 1)
+        for frame in range(num_frames):
+            end = start + (per_keyframe if frame in keyframes else per_other)
             spans.append((start, end))
             start = end
         return spans
@@ -128,16 +130,7 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
             )
         self.mm_projector = build_vision_projector(config.mm_projector_type, config.mm_hidden_size, config.hidden_size)
         self.frame_selector = FrameSelector(config.frame_selector_clip_config)
-        if config.composer_type == "single_token" and config.composer_proj_dim != self.frame_selector.embed_dim:
-            raise ValueError(
-                f"composer_proj_dim={config.composer_proj_dim} must equal the CLIP projection_dim "
-                f"{self.frame_selector.embed_dim} for composer_type='single_token'"
-            )
-        composer = build_composer(
-            config.composer_type, config.hidden_size, config.composer_proj_dim, config.composer_proj_mlp_depth
-        )
-        if composer is not None:
-            self.composer_projector = composer
+        self.composer_projector = composer_class(config.composer_type)(config)
         # Initialised here: Qwen2Model.__init__ already ran post_init, so _init_weights would skip this module.
         self.image_newline = nn.Parameter(torch.randn(config.hidden_size) * config.hidden_size**-0.5)
         self.post_init()
@@ -203,16 +196,16 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         image_embs = cache.image_embs if cache is not None else self.embed_frames_clip(video.frames.clip)
         query_emb = self.embed_query(video.query_ids, video.query_mask)
         selection = self.choose_keyframes(image_embs, query_emb)
-        if self.config.composer_type == "single_token":
-            pooled, merged = self._encode_single_token(video.frames, selection.keyframes, image_embs)
+        if self.composer_projector.uses_siglip:
+            pooled, merged = self._encode_streaming(video.frames, selection.keyframes, query_emb, image_embs, cache)
         else:
-            pooled, merged = self._encode_streaming(video.frames, selection.keyframes, query_emb, cache)
-        per_frame = [pooled[f] if f in pooled else merged[f][None] for f in range(num_frames)]
+            pooled, merged = self._encode_from_clip(video.frames, selection.keyframes, query_emb, image_embs)
+        per_frame = [pooled[f] if f in pooled else merged[f] for f in range(num_frames)]
         if self._selector_is_trained():
             per_frame = _straight_through(per_frame, selection.relevance)
         tokens = torch.cat(per_frame + [self.image_newline[None].to(per_frame[0].dtype)])
         keyframe_tokens = sum(t.shape[0] for t in pooled.values())
-        return VideoEncoding(tokens, selection, keyframe_tokens, num_frames - len(pooled))
+        return VideoEncoding(tokens, selection, keyframe_tokens, sum(t.shape[0] for t in merged.values()))
 
     def get_video_features(self, pixel_values_videos: torch.Tensor, clip_pixel_values_videos: torch.Tensor,
                            video_num_frames: torch.Tensor, clip_input_ids: torch.Tensor,
@@ -263,20 +256,23 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
     def _selector_is_trained(self) -> bool:
         return self.training and any(p.requires_grad for p in self.frame_selector.parameters())
 
-    def _encode_single_token(self, frames: VideoFrames, keyframes: list[int], image_embs: torch.Tensor):
-        """Only keyframes see SigLIP; every other frame is MLP(its CLIP embedding)."""
+    def _encode_from_clip(self, frames: VideoFrames, keyframes: list[int], query_emb: torch.Tensor,
+                          image_embs: torch.Tensor):
+        """Composers without `uses_siglip`: only keyframes see SigLIP; the others merge from their CLIP embedding.
+        Returns ({keyframe: (K_tok, D)}, {other frame: (T, D)})."""
         pooled = {}
         size = self.chunk_size(len(keyframes))
         for start in range(0, len(keyframes), size):
             batch = keyframes[start : start + size]
             pooled.update(zip(batch, self.pool(self.project_frames(frames.siglip[batch]))))
         others = [f for f in range(len(frames)) if f not in pooled]
-        tokens = self.composer_projector(image_embs[others].to(self.composer_projector[0].weight.dtype))
+        tokens = self.composer_projector.merge(None, image_embs[others], query_emb, None)
         return pooled, dict(zip(others, tokens))
 
     def _encode_streaming(self, frames: VideoFrames, keyframes: list[int], query_emb: torch.Tensor,
-                          cache: VideoFeatureCache | None = None):
-        """`sig_pooling` / `average_pooling`: every frame goes through SigLIP, in fixed temporal chunks.
+                          image_embs: torch.Tensor, cache: VideoFeatureCache | None = None):
+        """Composers with `uses_siglip`: every frame goes through SigLIP, in fixed temporal chunks.
+        Returns ({keyframe: (K_tok, D)}, {other frame: (T, D)}).
 
         Only the reference keys W_k r that later frames still need are kept between chunks. A chunk holding a
         reference that an EARLIER chunk needs (under `preceding_keyframe`: the first keyframe, for the frames before
@@ -284,9 +280,10 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
         """
         num_frames = len(frames)
         keyframe_set = set(keyframes)
-        sig_pooling = self.config.composer_type == "sig_pooling"
-        refs = reference_frames(keyframes, num_frames, self.config.dfm_reference) if sig_pooling else [0] * num_frames
-        users = Counter(refs[f] for f in range(num_frames) if sig_pooling and f not in keyframe_set)
+        composer = self.composer_projector
+        with_refs = composer.uses_reference
+        refs = reference_frames(keyframes, num_frames, self.config.dfm_reference) if with_refs else [0] * num_frames
+        users = Counter(refs[f] for f in range(num_frames) if with_refs and f not in keyframe_set)
         keys: dict[int, torch.Tensor] = {}  # reference frame -> W_k r, dropped once its last user is merged
         pooled: dict[int, torch.Tensor] = {}
         merged: dict[int, torch.Tensor] = {}
@@ -301,31 +298,29 @@ class LlavaQwenModel(LlavaQwenPreTrainedModel, Qwen2Model):
                     cache.offer(start, features)
             new_refs = [row for row, frame in enumerate(chunk) if frame in users]
             if new_refs:
-                keys.update(zip([chunk[r] for r in new_refs], self.composer_projector.reference_keys(features[new_refs])))
+                keys.update(zip([chunk[r] for r in new_refs], composer.reference_keys(features[new_refs])))
             key_rows = [row for row, frame in enumerate(chunk) if frame in keyframe_set]
             if key_rows:
                 pooled.update(zip([chunk[r] for r in key_rows], self.pool(features[key_rows])))
             other_rows = [row for row, frame in enumerate(chunk) if frame not in keyframe_set]
             if other_rows:
                 others = [chunk[r] for r in other_rows]
-                if sig_pooling:
-                    ref_keys = torch.stack([keys[refs[frame]] for frame in others])
-                    tokens = self.composer_projector(features[other_rows], query_emb, ref_keys)
+                ref_keys = torch.stack([keys[refs[frame]] for frame in others]) if with_refs else None
+                merged.update(zip(others, composer.merge(features[other_rows], image_embs[others], query_emb, ref_keys)))
+                if with_refs:
                     users.subtract(refs[frame] for frame in others)
                     for ref in [r for r in keys if users[r] == 0]:
                         del keys[ref]
-                else:
-                    tokens = average_tokens(features[other_rows])
-                merged.update(zip(others, tokens))
 
         others = [f for f in range(num_frames) if f not in keyframe_set]
-        first = sorted({refs[f] // size * size for f in others if sig_pooling and refs[f] // size > f // size})
+        first = sorted({refs[f] // size * size for f in others if with_refs and refs[f] // size > f // size})
         for start in first + [s for s in range(0, num_frames, size) if s not in first]:
             encode(start)
-        if sig_pooling and not merged and self.training:
+        if not merged and self.training and any(True for _ in composer.parameters()):
             # All keyframes, no frame to merge: still call the merger so every rank runs the same modules.
             empty = self.image_newline.new_zeros(0, self.vision_tower.num_patches, self.config.hidden_size)
-            unused = self.composer_projector(empty, query_emb, self.composer_projector.reference_keys(empty))
+            unused = composer.merge(empty, image_embs[:0], query_emb,
+                                    composer.reference_keys(empty) if with_refs else None)
             pooled[keyframes[0]] = pooled[keyframes[0]] + 0 * unused.sum()  # zero gradients, not None
         return pooled, merged
 
