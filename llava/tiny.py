@@ -21,7 +21,7 @@ from llava.model.builder import processor_settings
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.merger import COMPOSERS
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
-from llava.processing import VIDEO_TOKEN, VilampProcessor
+from llava.processing import VilampProcessor
 
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CLIP_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>"]
@@ -58,7 +58,7 @@ def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
         tokenizer_object=train_bpe(QWEN_SPECIAL_TOKENS, 600),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        extra_special_tokens=["<|im_start|>", VIDEO_TOKEN],
+        extra_special_tokens=["<|im_start|>"],
         model_max_length=32768,
         padding_side="right",
     )
@@ -96,7 +96,6 @@ def tiny_config(tokenizer, clip_tokenizer, composer: str = "sig_pooling", image_
         bos_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
         mm_vision_tower="tiny-siglip",
         clip_model_path="tiny-clip",
         max_frame_num=max_frame_num,
@@ -132,8 +131,12 @@ def write_tiny_checkpoint(out_dir: str | Path, seed: int = 0, **config_overrides
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
     )
+    # The processor adds `<video>` past the rows the embedding table has (the released Qwen2 table has spare rows,
+    # this one none); its embedding is never looked up, the video block replaces it.
+    processor = VilampProcessor(tokenizer, clip_tokenizer, **processor_settings(config))
+    model.config.video_token_id = processor.video_token_id
     model.save_pretrained(out_dir)
-    VilampProcessor(tokenizer, clip_tokenizer, **processor_settings(config)).save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
     return out_dir
 
 
