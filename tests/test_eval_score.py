@@ -38,7 +38,7 @@ def write_run(tmp_path, records, expected=None, files=1):
     benchmark = records[0]["benchmark"]
     (tmp_path / MANIFEST).write_text(json.dumps({
         "benchmark": benchmark, "adapter": f"llava.eval.{benchmark}", "run": RUN,
-        "identity": {"checkpoint": {"name": "ckpt"}},
+        "identity": {}, "checkpoint": "ckpt",
         "items": expected if expected is not None else [r["qid"] for r in records]}))
     return tmp_path
 

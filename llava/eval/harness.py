@@ -232,15 +232,17 @@ def run(benchmark: Benchmark, argv=None) -> Path:
     identity = run_identity(benchmark.name, checkpoint, dataset, args.max_frames, dtype, items)
     run_key = run_id(identity)
     items = items[: args.limit] if args.limit else items
-    output_dir = Path(args.output_dir or Path("outputs") / benchmark.name / checkpoint.resolve().name)
+    checkpoint_name = checkpoint.resolve().name
+    output_dir = Path(args.output_dir or Path("outputs") / benchmark.name / checkpoint_name)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = shard_path(output_dir, benchmark.name, index, count)
     with shard_lock(path):
         if not args.overwrite:
             check_identity(output_dir, run_key, identity)
         write_manifest(output_dir, {"benchmark": benchmark.name, "adapter": benchmark.module, "run": run_key,
-                                    "identity": identity, "checkpoint_path": str(checkpoint),
-                                    "dataset_path": str(dataset), "items": [item.qid for item in items]})
+                                    "identity": identity, "checkpoint": checkpoint_name,
+                                    "checkpoint_path": str(checkpoint), "dataset_path": str(dataset),
+                                    "items": [item.qid for item in items]})
         recorded, handle = open_shard(path, run_key, args.overwrite, args.retry_errors)
         with handle:
             todo = [item for item in shard(items, index, count) if item.qid not in recorded]

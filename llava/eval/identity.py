@@ -1,10 +1,10 @@
 """Run identity: everything that decides a run's answers, recorded in run.json and compared on resume.
 
-{"benchmark", "checkpoint": {"name", "config", "weights": [{"file", "bytes", "sample_sha256"}]},
+{"benchmark", "checkpoint": {"config", "weights": [{"file", "bytes", "sample_sha256"}]},
  "dataset": {"file", "sha256"}, "max_frames", "generation": {"max_new_tokens", "dtype"},
  "prompts_sha256", "vilamp_version"}
 
-Paths are left out (a run may move between machines); contents are hashed. A weight file is identified by its size
+Paths and the checkpoint's folder name are left out (a run may move between machines); contents are hashed. A weight file is identified by its size
 and the SHA-256 of its first and last MiB, so a 15 GB checkpoint is identified without reading it.
 """
 
@@ -37,12 +37,11 @@ def sample_sha256(path: Path) -> str:
 
 
 def checkpoint_identity(checkpoint: Path) -> dict:
-    """Name, full config.json and weight files (name, size, sampled hash) of a checkpoint folder."""
+    """Full config.json and weight files (name, size, sampled hash) of a checkpoint folder."""
     from llava.model.builder import weight_files
 
     weights = weight_files(checkpoint, allow_pickle=True)  # listed only, never loaded here
     return {
-        "name": checkpoint.resolve().name,
         "config": json.loads((checkpoint / "config.json").read_text(encoding="utf-8")),
         "weights": [{"file": path.name, "bytes": path.stat().st_size, "sample_sha256": sample_sha256(path)}
                     for path in weights],

@@ -50,7 +50,7 @@ def load_run(output_dir) -> tuple[list[dict], dict]:
     missing = sorted(set(expected) - set(copies))
     coverage = {
         "run": manifest["run"],
-        "checkpoint": manifest["identity"]["checkpoint"]["name"],
+        "checkpoint": manifest["checkpoint"],
         "files": [path.name for path in files],
         "expected": len(expected),
         "missing": len(missing),
