@@ -29,7 +29,8 @@ from llava.eval.score import format_summary, score_run
 from llava.files import atomic_write
 from llava.model.builder import find_checkpoint, resolve_device, resolve_dtype
 
-DTYPES = ("bf16", "fp16", "fp32", "bfloat16", "float16", "float32")
+DTYPES = ("bf16", "fp16", "fp32", "bfloat16", "float16", "float32")  # choices of --dtype
+
 
 # ----- arguments -----
 

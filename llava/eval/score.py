@@ -2,9 +2,10 @@
 
     python -m llava.eval.score OUTPUT_DIR [--judge_url URL --judge_model NAME [--judge_key_env OPENAI_API_KEY]]
 
-Writes OUTPUT_DIR/summary.json and OUTPUT_DIR/summary.png. Every accuracy comes with a 95% confidence interval
-clustered by video (questions of one video are correlated). Failed items and answers that name no option count
-as wrong; both are reported.
+Writes OUTPUT_DIR/summary.json and OUTPUT_DIR/summary.png. Every record is re-graded from its `response`; a record of
+another run than OUTPUT_DIR/run.json's is an error. Every accuracy comes with a 95% confidence interval clustered by
+video (questions of one video are correlated). Failed items and answers that name no option count as wrong; both are
+reported.
 """
 
 import argparse
