@@ -49,10 +49,10 @@ def checkpoint_identity(checkpoint: Path) -> dict:
 
 
 def prompts_sha256(items) -> str:
-    """SHA-256 of every item's id, CLIP query, prompt and generation length, in order: the prompt variant."""
+    """SHA-256 of every item's id, CLIP query and prompt, in order: the prompt variant."""
     digest = hashlib.sha256()
     for item in items:
-        digest.update(json.dumps([item.qid, item.question, item.prompt, item.max_new_tokens]).encode())
+        digest.update(json.dumps([item.qid, item.question, item.prompt]).encode())
     return digest.hexdigest()
 
 
