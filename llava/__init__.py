@@ -4,4 +4,6 @@ Importing `llava` registers `llava_qwen` with transformers' `AutoConfig`, `AutoM
 `AutoProcessor`.
 """
 
+__version__ = "0.1.0"  # the project version (pyproject.toml reads it from here)
+
 import llava.model  # noqa: F401

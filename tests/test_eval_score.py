@@ -1,25 +1,45 @@
-"""Scoring on hand-made records with known accuracy, for every benchmark; clustered intervals; coverage."""
+"""Scoring on hand-made records with known accuracy, for every benchmark; clustered intervals; coverage; one run per
+folder; re-grading from the responses; the import seam."""
 
+import ast
 import json
 import math
+from pathlib import Path
 
 import pytest
 
-from llava.eval.harness import MANIFEST
-from llava.eval.score import clustered_accuracy, format_summary, score_run
+from llava.eval.benchmark import BENCHMARKS, EvalError, registered
+from llava.eval.records import MANIFEST
+from llava.eval.score import format_summary, score_run
+from llava.eval.tables import clustered_accuracy
+
+RUN = "run-under-test"
 
 
 def rec(benchmark, qid, video, correct, **fields):
-    return {"benchmark": benchmark, "qid": qid, "video_id": video, "correct": correct, "choice": "A", "error": None,
-            **fields}
+    """A multiple-choice record whose response grades to `correct` (None: generated, not scored)."""
+    return {"benchmark": benchmark, "run": RUN, "qid": qid, "video_id": video, "question": "q?", "prompt": "q?",
+            "options": ["A. yes", "B. no"], "answer": "A", "scored": correct is not None,
+            "response": "A" if correct else "B", "error": None, **fields}
+
+
+def open_rec(qid, video, gold, response, **fields):
+    """An open-ended ActivityNet-QA record."""
+    return {"benchmark": "activitynetqa", "run": RUN, "qid": qid, "video_id": video, "question": "what colour",
+            "prompt": "what colour?", "options": None, "answer": gold, "scored": True, "response": response,
+            "error": None, **fields}
 
 
 def write_run(tmp_path, records, expected=None, files=1):
+    """Shard files of `records` and the run.json of run RUN (expected: the question ids it covers)."""
     for shard in range(files):
         lines = [json.dumps(r) + "\n" for i, r in enumerate(records) if i % files == shard]
         (tmp_path / f"x_{shard + 1}_of_{files}.jsonl").write_text("".join(lines))
-    if expected is not None:
-        (tmp_path / MANIFEST).write_text(json.dumps({"items": expected}))
+    benchmark = records[0]["benchmark"]
+    (tmp_path / MANIFEST).write_text(json.dumps({
+        "benchmark": benchmark, "adapter": f"llava.eval.{benchmark}", "run": RUN,
+        "identity": {}, "checkpoint": "ckpt",
+        "items": expected if expected is not None else [r["qid"] for r in records]}))
     return tmp_path
 
 
@@ -41,7 +61,7 @@ def test_videomme(tmp_path):
     records = [rec("videomme", f"q{i}", f"v{i // 3}", i % 2 == 0, duration=d, task_type=t, domain="x",
                    sub_category="y")
                for i, (d, t) in enumerate([("short", "OCR")] * 3 + [("long", "Counting")] * 3)]
-    records[5].update(error="VideoDecodeError: v1.mp4: video file not found", choice=None)
+    records[5].update(error="VideoDecodeError: v1.mp4: video file not found", response=None)
     summary = score_run(write_run(tmp_path, records, [r["qid"] for r in records] + ["q6"], files=2))
     duration = rows(summary, "by duration")
     assert duration["overall"]["accuracy"] == pytest.approx(3 / 6)
@@ -55,7 +75,7 @@ def test_videomme(tmp_path):
 def test_mlvu_m_avg_and_weighted_mean(tmp_path):
     records = [rec("mlvu", f"p{i}", f"v{i}", i < 3, question_type="plotQA") for i in range(4)]  # 3/4
     records += [rec("mlvu", f"c{i}", f"w{i}", i < 1, question_type="count") for i in range(2)]  # 1/2
-    records += [rec("mlvu", "s0", "z", None, question_type="summary", choice=None)]
+    records += [rec("mlvu", "s0", "z", None, question_type="summary")]
     summary = score_run(write_run(tmp_path, records))
     table = rows(summary, "MLVU")
     assert table["M-Avg (mean of task accuracies)"]["accuracy"] == pytest.approx((3 / 4 + 1 / 2) / 2)
@@ -66,7 +86,7 @@ def test_mlvu_m_avg_and_weighted_mean(tmp_path):
 
 def test_longvideobench_egoschema_and_extraction_failures(tmp_path):
     records = [rec("longvideobench", f"q{i}", f"v{i}", i == 0, duration_group=g) for i, g in enumerate([15, 15, 600])]
-    records[2]["choice"] = None  # the answer named no option: wrong, and counted
+    records[2]["response"] = "I cannot tell"  # the answer names no option: wrong, and counted
     (tmp_path / "lvb").mkdir()
     summary = score_run(write_run(tmp_path / "lvb", records))
     table = rows(summary, "LongVideoBench")
@@ -79,13 +99,13 @@ def test_longvideobench_egoschema_and_extraction_failures(tmp_path):
 
 def test_activitynetqa_and_duplicates(tmp_path):
     records = [
-        rec("activitynetqa", "a", "v1", True, answer_type="yes/no", relaxed=True),
-        rec("activitynetqa", "b", "v1", False, answer_type="yes/no", relaxed=False),
-        rec("activitynetqa", "c", "v2", False, answer_type="other", relaxed=True),
-        rec("activitynetqa", "d", "v3", True, answer_type="other", relaxed=True),
+        open_rec("a", "v1", "yes", "Yes.", answer_type="yes/no"),  # exact and relaxed
+        open_rec("b", "v1", "no", "yes", answer_type="yes/no"),  # neither
+        open_rec("c", "v2", "black dog", "a black dog", answer_type="other"),  # relaxed only
+        open_rec("d", "v3", "black dog", "Black dog", answer_type="other"),  # exact and relaxed
     ]
     path = write_run(tmp_path, records)
-    (tmp_path / "z_1_of_1.jsonl").write_text(json.dumps(dict(records[0], correct=False)) + "\n")
+    (tmp_path / "z_1_of_1.jsonl").write_text(json.dumps(dict(records[0], response="no")) + "\n")
     summary = score_run(path)
     assert summary["duplicates"] == 1 and summary["duplicate_examples"] == ["a"]
     assert rows(summary, "yes/no")["overall"]["accuracy"] == pytest.approx(0.5)
@@ -116,8 +136,8 @@ def test_judge_through_a_local_endpoint(tmp_path, monkeypatch):
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("JUDGE_KEY", "secret-key")
-    records = [rec("activitynetqa", q, v, False, answer_type="other", relaxed=True, question="what colour",
-                   answer="black", response=resp) for q, v, resp in [("a", "v1", "a black dog"), ("b", "v2", "white")]]
+    records = [open_rec(q, v, "black", resp, answer_type="other") for q, v, resp in [("a", "v1", "a black dog"),
+                                                                                      ("b", "v2", "white")]]
     write_run(tmp_path, records)
     judge = {"url": f"http://127.0.0.1:{server.server_port}/v1", "model": "judge-m", "key_env": "JUDGE_KEY"}
     summary = score_run(tmp_path, judge)
@@ -128,3 +148,64 @@ def test_judge_through_a_local_endpoint(tmp_path, monkeypatch):
     assert all("secret-key" not in p.read_text() for p in tmp_path.iterdir() if p.suffix in (".json", ".jsonl"))
     score_run(tmp_path, judge)  # cached verdicts: the endpoint is not asked again
     assert len(seen) == 2
+
+
+def test_scorer_regrades_from_the_response(tmp_path):
+    record = dict(rec("egoschema", "q0", "v0", True), response="The answer is (A).", choice=None, correct=False)
+    summary = score_run(write_run(tmp_path, [record, rec("egoschema", "q1", "v1", False)]))
+    assert rows(summary, "EgoSchema")["overall"]["accuracy"] == pytest.approx(0.5)  # stored grades are not trusted
+    assert summary["extraction_failures"] == 0
+
+
+def test_scorer_never_mixes_runs(tmp_path):
+    records = [rec("egoschema", f"q{i}", f"v{i}", True) for i in range(3)]
+    write_run(tmp_path, records, files=1)
+    (tmp_path / "x_1_of_2.jsonl").write_text(json.dumps(dict(records[0], run="another-run")) + "\n")
+    with pytest.raises(EvalError, match=r"x_1_of_2\.jsonl: record 'q0' is of another run \(another-run"):
+        score_run(tmp_path)
+    (tmp_path / MANIFEST).unlink()
+    with pytest.raises(EvalError, match="run.json: missing"):
+        score_run(tmp_path)
+
+
+def test_scorer_drops_a_record_cut_inside_a_utf8_character(tmp_path):
+    records = [rec("egoschema", f"q{i}", f"v{i}", True, question="¿qué?") for i in range(3)]
+    write_run(tmp_path, records[:2], expected=[r["qid"] for r in records])
+    cut = json.dumps(records[2], ensure_ascii=False).encode()
+    cut = cut[: cut.index("é".encode()) + 1]  # the first of the two bytes of "é"
+    with (tmp_path / "x_1_of_1.jsonl").open("ab") as handle:
+        handle.write(cut)
+    summary = score_run(tmp_path)
+    assert (summary["records"], summary["missing"], summary["missing_examples"]) == (2, 1, ["q2"])
+
+
+def test_benchmarks_register_in_one_place():
+    import llava.eval.videomme
+
+    assert BENCHMARKS["videomme"] is llava.eval.videomme.BENCHMARK
+    for name in ("mlvu", "longvideobench", "egoschema", "activitynetqa", "generic"):
+        assert registered(name, f"llava.eval.{name}").module == f"llava.eval.{name}"  # imported on demand
+    with pytest.raises(EvalError, match="cannot be imported"):
+        registered("nothing", "llava.eval.nothing")
+
+
+def test_evaluation_modules_import_no_cycle():
+    """The import graph of llava.eval (imports inside functions included) has no cycle."""
+    folder = Path(__file__).resolve().parents[1] / "llava" / "eval"
+    graph = {}
+    for path in folder.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+        graph[path.stem] = {name.split(".")[2] for name in names if name.startswith("llava.eval.")}
+    graph = {module: {other for other in targets if other in graph and other != module}
+             for module, targets in graph.items()}
+
+    def reaches(start, goal, seen=()):
+        return any(other == goal or (other not in seen and reaches(other, goal, (*seen, other)))
+                   for other in graph[start])
+
+    assert [module for module in graph if reaches(module, module)] == []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from llava.eval.answers import gold_letter, split_option
-from llava.eval.harness import read_jsonl
+from llava.eval.benchmark import read_jsonl
 from llava.processing import VideoProcessor
 from llava.synthetic import COLOURS, GREY, NEEDLE_FRAMES, OPTIONS, SIZE, colour_prior, generate
 from llava.train.registry import load_training_records

@@ -1,1 +1,2 @@
-"""Benchmark evaluation: one harness (`harness`), one adapter per benchmark, the scorer (`score`)."""
+"""Benchmark evaluation: what an adapter is made of (`benchmark`), one adapter per benchmark, the harness (`harness`,
+`identity`, `records`) and the scorer (`score`, `tables`, `judge`)."""

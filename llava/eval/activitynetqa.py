@@ -7,8 +7,8 @@ Videos are `v_{id}` or `{id}` with .mp4, .mkv or .webm in --video_dir. Score: ye
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, question_rows
-from llava.eval.score import table
+from llava.eval.benchmark import Benchmark, Item, question_rows, register
+from llava.eval.tables import table
 
 MAX_NEW_TOKENS = 256
 EXTENSIONS = (".mp4", ".mkv", ".webm")
@@ -42,5 +42,5 @@ def summarize(records: list[dict]) -> list[dict]:
     return tables
 
 
-BENCHMARK = Benchmark("activitynetqa", "ActivityNet-QA", "dataset/ActivityNet-QA/ActivityNetQA_val.json",
-                      "dataset/ActivityNet-QA/videos", load, summarize)
+BENCHMARK = register(Benchmark("activitynetqa", "ActivityNet-QA", "dataset/ActivityNet-QA/ActivityNetQA_val.json",
+                               "dataset/ActivityNet-QA/videos", load, summarize))

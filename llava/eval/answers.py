@@ -87,3 +87,15 @@ def grade_open(response: str, gold: str) -> dict:
         "correct": said == gold,
         "relaxed": bool(gold) and f" {gold} " in f" {said} ",
     }
+
+
+def grade_record(record: dict) -> dict:
+    """`choice` / `correct` (and `relaxed` for open answers) of a record, from its `response`, `options`, gold
+    `answer`, `scored` and `error`: the harness grades with it when writing, the scorer re-grades with it."""
+    if not record["scored"]:
+        return {"choice": None, "correct": None}
+    if record["error"]:
+        return {"choice": None, "correct": False}
+    if record["options"]:
+        return grade_multiple_choice(record["response"], record["options"], record["answer"])
+    return grade_open(record["response"], record["answer"])

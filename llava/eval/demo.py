@@ -16,7 +16,8 @@ from pathlib import Path
 from llava.errors import command
 from llava.eval import mlvu
 from llava.eval.answers import split_option
-from llava.eval.harness import read_jsonl, run
+from llava.eval.benchmark import read_jsonl
+from llava.eval.harness import run
 from llava.model.builder import find_checkpoint
 from llava.eval.synthetic import write_jsonl
 from llava.synthetic import OPTIONS, colour_prior, generate

@@ -3,8 +3,8 @@
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, multiple_choice_item, question_rows
-from llava.eval.score import table
+from llava.eval.benchmark import Benchmark, Item, multiple_choice_item, question_rows, register
+from llava.eval.tables import table
 
 MAX_NEW_TOKENS = 256
 
@@ -24,5 +24,5 @@ def summarize(records: list[dict]) -> list[dict]:
     return [table("EgoSchema subset accuracy", records)]
 
 
-BENCHMARK = Benchmark("egoschema", "EgoSchema", "dataset/EgoSchema/egoschema_val.json", "dataset/EgoSchema/videos",
-                      load, summarize)
+BENCHMARK = register(Benchmark("egoschema", "EgoSchema", "dataset/EgoSchema/egoschema_val.json",
+                               "dataset/EgoSchema/videos", load, summarize))

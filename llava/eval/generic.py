@@ -10,8 +10,8 @@ exact and relaxed match. Rows without `answer` are generated but not scored.
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, main, multiple_choice_item, question_rows
-from llava.eval.score import table
+from llava.eval.benchmark import Benchmark, Item, multiple_choice_item, positive_int, question_rows, register
+from llava.eval.tables import table
 
 
 def load(args) -> list[Item]:
@@ -34,11 +34,13 @@ def summarize(records: list[dict]) -> list[dict]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--max_new_tokens", type=int, default=128, help="generation length")
+    parser.add_argument("--max_new_tokens", type=positive_int, default=128, help="generation length")
 
 
-BENCHMARK = Benchmark("generic", "JSON-lines task", "dataset/task.jsonl", "dataset/videos", load, summarize,
-                      add_arguments)
+BENCHMARK = register(Benchmark("generic", "JSON-lines task", "dataset/task.jsonl", "dataset/videos", load,
+                               summarize, add_arguments))
 
 if __name__ == "__main__":
+    from llava.eval.harness import main
+
     main(BENCHMARK)

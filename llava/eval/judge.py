@@ -10,7 +10,7 @@ import re
 import urllib.request
 from pathlib import Path
 
-from llava.eval.harness import EvalError
+from llava.eval.benchmark import EvalError
 
 PROMPT = ("Question: {question}\nCorrect answer: {answer}\nPredicted answer: {response}\n"
           "Does the predicted answer match the correct answer in meaning? Reply with yes or no only.")

@@ -3,8 +3,8 @@ answer (the full option). Score: overall, and by `duration_group` when the rows 
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, multiple_choice_item, question_rows
-from llava.eval.score import table
+from llava.eval.benchmark import Benchmark, Item, multiple_choice_item, question_rows, register
+from llava.eval.tables import table
 
 MAX_NEW_TOKENS = 128
 
@@ -24,5 +24,5 @@ def summarize(records: list[dict]) -> list[dict]:
     return [table("LongVideoBench accuracy" + (" by duration group" if by else ""), records, by)]
 
 
-BENCHMARK = Benchmark("longvideobench", "LongVideoBench", "dataset/LongVideoBench/longvideobench_val.json",
-                      "dataset/LongVideoBench/videos", load, summarize)
+BENCHMARK = register(Benchmark("longvideobench", "LongVideoBench", "dataset/LongVideoBench/longvideobench_val.json",
+                               "dataset/LongVideoBench/videos", load, summarize))

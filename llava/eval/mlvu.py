@@ -7,8 +7,8 @@ mean, each labelled.
 
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, Item, multiple_choice_item, question_rows
-from llava.eval.score import row, table
+from llava.eval.benchmark import Benchmark, Item, multiple_choice_item, question_rows, register
+from llava.eval.tables import row, table
 
 MAX_NEW_TOKENS = 256
 
@@ -36,4 +36,5 @@ def summarize(records: list[dict]) -> list[dict]:
     return [by_task]
 
 
-BENCHMARK = Benchmark("mlvu", "MLVU", "dataset/MLVU/MLVU_val.json", "dataset/MLVU/video", load, summarize)
+BENCHMARK = register(Benchmark("mlvu", "MLVU", "dataset/MLVU/MLVU_val.json", "dataset/MLVU/video", load,
+                               summarize))

@@ -2,102 +2,58 @@
 
     python -m llava.eval.score OUTPUT_DIR [--judge_url URL --judge_model NAME [--judge_key_env OPENAI_API_KEY]]
 
-Writes OUTPUT_DIR/summary.json and OUTPUT_DIR/summary.png. Every accuracy comes with a 95% confidence interval
-clustered by video (questions of one video are correlated). Failed items and answers that name no option count
-as wrong; both are reported.
+Writes OUTPUT_DIR/summary.json and OUTPUT_DIR/summary.png. Every record is re-graded from its `response`; a record of
+another run than OUTPUT_DIR/run.json's is an error. Every accuracy comes with a 95% confidence interval clustered by
+video (questions of one video are correlated). Failed items and answers that name no option count as wrong; both are
+reported.
 """
 
 import argparse
-import importlib
 import json
-import math
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 from llava.errors import command
-from llava.eval.harness import MANIFEST, EvalError, read_records
+from llava.eval.answers import grade_record
+from llava.eval.benchmark import EvalError, registered
+from llava.eval.records import MANIFEST, read_manifest, read_records, shard_files
 from llava.files import atomic_write
 
-ADAPTERS = {
-    "videomme": "llava.eval.videomme",
-    "mlvu": "llava.eval.mlvu",
-    "longvideobench": "llava.eval.longvideobench",
-    "egoschema": "llava.eval.egoschema",
-    "activitynetqa": "llava.eval.activitynetqa",
-    "generic": "llava.eval.generic",
-}
-Z95 = 1.959964
 
-
-# ----- statistics -----
-
-
-def clustered_accuracy(records: list[dict], task_of=None) -> tuple[float, float | None]:
-    """(estimate, 95% half-width) of the mean of per-task accuracies (one task when `task_of` is None).
-
-    The interval is the cluster-robust (by `video_id`) linearisation variance with a G/(G-1) correction; None
-    with fewer than two videos.
-    """
-    tasks: dict = defaultdict(list)
-    for record in records:
-        tasks[task_of(record) if task_of else None].append(record)
-    rates = {task: sum(bool(r["correct"]) for r in rs) / len(rs) for task, rs in tasks.items()}
-    estimate = sum(rates.values()) / len(rates)
-    influence: dict = defaultdict(float)
-    for task, rs in tasks.items():
-        for record in rs:
-            influence[record["video_id"]] += (bool(record["correct"]) - rates[task]) / (len(rs) * len(tasks))
-    clusters = len(influence)
-    if clusters < 2:
-        return estimate, None
-    variance = clusters / (clusters - 1) * sum(value * value for value in influence.values())
-    return estimate, Z95 * math.sqrt(variance)
-
-
-def row(group: str, records: list[dict], task_of=None) -> dict:
-    """One table row: accuracy of `records` (mean of per-task accuracies with `task_of`) and its 95% CI."""
-    estimate, half = clustered_accuracy(records, task_of)
-    ci = None if half is None else [max(0.0, estimate - half), min(1.0, estimate + half)]
-    return {"group": group, "n": len(records), "videos": len({r["video_id"] for r in records}),
-            "accuracy": estimate, "ci95": ci}
-
-
-def table(title: str, records: list[dict], by: str | None = None) -> dict:
-    """"overall" and, with `by`, one row per value of that record field (in sorted order)."""
-    rows = [row("overall", records)] if records else []
-    if by:
-        groups: dict = defaultdict(list)
-        for record in records:
-            groups[str(record.get(by))].append(record)
-        rows += [row(group, groups[group]) for group in sorted(groups)]
-    return {"title": title, "rows": rows}
-
-
-def scored(records: list[dict]) -> list[dict]:
-    return [record for record in records if record.get("correct") is not None]
-
-
-# ----- merging shards -----
+def run_manifest(output_dir: Path) -> dict:
+    """run.json of a run folder; its absence is an EvalError (the folder was not written by the harness)."""
+    manifest = read_manifest(output_dir)
+    if manifest is None or "run" not in manifest:
+        raise EvalError(f"{output_dir / MANIFEST}: missing or without a run id; is {output_dir} a run folder written "
+                        "by the evaluation harness (of this version)?")
+    return manifest
 
 
 def load_run(output_dir) -> tuple[list[dict], dict]:
-    """All records of the shard files in `output_dir` (first copy of each qid) and a coverage report."""
+    """All records of the run in `output_dir` (first copy of each qid), re-graded from their `response`, and a
+    coverage report. A record of another run than run.json's is an EvalError naming its file."""
     output_dir = Path(output_dir)
-    files = sorted(output_dir.glob("*_of_*.jsonl"))
+    manifest = run_manifest(output_dir)
+    files = shard_files(output_dir)
     if not files:
         raise EvalError(f"{output_dir}: no shard files (*_of_*.jsonl) to score")
     records, copies = [], Counter()
     for path in files:
         for record in read_records(path)[0]:
+            if record.get("run") != manifest["run"]:
+                raise EvalError(f"{path}: record {record['qid']!r} is of another run ({record.get('run')}; "
+                                f"{MANIFEST} is run {manifest['run']}); a folder holds one run: re-run that shard "
+                                "with --overwrite, or move the file away")
             copies[record["qid"]] += 1
             if copies[record["qid"]] == 1:
-                records.append(record)
-    manifest_path = output_dir / MANIFEST
-    expected = json.loads(manifest_path.read_text())["items"] if manifest_path.is_file() else None
-    missing = [] if expected is None else sorted(set(expected) - set(copies))
+                records.append(record | grade_record(record))
+    expected = manifest["items"]
+    missing = sorted(set(expected) - set(copies))
     coverage = {
+        "run": manifest["run"],
+        "checkpoint": manifest["checkpoint"],
         "files": [path.name for path in files],
-        "expected": None if expected is None else len(expected),
+        "expected": len(expected),
         "missing": len(missing),
         "missing_examples": missing[:10],
         "duplicates": sum(n - 1 for n in copies.values()),
@@ -110,15 +66,13 @@ def score_run(output_dir, judge: dict | None = None) -> dict:
     """Merge, score and write summary.json / summary.png. `judge`: {"url", "model", "key_env"} or None."""
     output_dir = Path(output_dir)
     records, coverage = load_run(output_dir)
-    names = sorted({record["benchmark"] for record in records})
-    if len(names) != 1 or names[0] not in ADAPTERS:
-        raise EvalError(f"{output_dir}: expected records of one known benchmark, found {names}")
+    manifest = run_manifest(output_dir)
+    adapter = registered(manifest["benchmark"], manifest["adapter"])
     if judge:
         from llava.eval.judge import judge_records
 
         judge_records(records, output_dir, **judge)
-    adapter = importlib.import_module(ADAPTERS[names[0]]).BENCHMARK
-    graded = scored(records)
+    graded = [record for record in records if record["correct"] is not None]
     answered = [r for r in graded if not r.get("error")]
     no_choice = sum(r.get("choice") is None for r in answered)
     summary = {
@@ -143,10 +97,10 @@ def score_run(output_dir, judge: dict | None = None) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"{summary['title']}: {summary['records']} records from {len(summary['files'])} shard file(s)"]
-    if summary["expected"] is not None:
-        lines.append(f"  expected {summary['expected']}, missing {summary['missing']}"
-                     + (f" (e.g. {summary['missing_examples'][:3]})" if summary["missing"] else ""))
+    lines = [f"{summary['title']}, {summary['checkpoint']} (run {summary['run']}): {summary['records']} records from "
+             f"{len(summary['files'])} shard file(s)"]
+    lines.append(f"  expected {summary['expected']}, missing {summary['missing']}"
+                 + (f" (e.g. {summary['missing_examples'][:3]})" if summary["missing"] else ""))
     lines.append(f"  duplicates {summary['duplicates']}, failed items {summary['errors']} (counted wrong), "
                  f"not scored {summary['not_scored']}")
     if summary["extraction_failure_rate"] is not None:

@@ -8,8 +8,8 @@ Score: overall, by duration and by task type.
 import re
 from pathlib import Path
 
-from llava.eval.harness import Benchmark, EvalError, Item, multiple_choice_item
-from llava.eval.score import table
+from llava.eval.benchmark import Benchmark, EvalError, Item, multiple_choice_item, register
+from llava.eval.tables import table
 
 MAX_NEW_TOKENS = 1
 COLUMNS = ("videoID", "question_id", "question", "options", "answer", "duration", "domain", "sub_category",
@@ -61,5 +61,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--subtitle_dir", default=None, help="folder of {videoID}.srt: run the with-subtitles variant")
 
 
-BENCHMARK = Benchmark("videomme", "Video-MME", "dataset/Video-MME/videomme/test-00000-of-00001.parquet",
-                      "dataset/Video-MME/data", load, summarize, add_arguments)
+BENCHMARK = register(Benchmark("videomme", "Video-MME", "dataset/Video-MME/videomme/test-00000-of-00001.parquet",
+                               "dataset/Video-MME/data", load, summarize, add_arguments))

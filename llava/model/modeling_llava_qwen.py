@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedModel
 
 from llava.constants import IGNORE_INDEX
+from llava.errors import VilampError
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.merger import SigPooling, composer_class, reference_frames
 from llava.model.pooling import pool_keyframes
@@ -37,6 +38,10 @@ VISION_CHUNK_SIZE = {"cuda": 64, "cpu": 16}
 # Processor outputs that describe videos: consumed by the prefill only.
 VIDEO_INPUTS = ("pixel_values_videos", "clip_pixel_values_videos", "video_num_frames", "clip_input_ids",
                 "clip_attention_mask", "video_encodings", "video_caches")
+
+
+class PromptTooLongError(VilampError, ValueError):
+    """A sequence (video tokens + text) longer than the config's tokenizer_model_max_length; the message gives both."""
 
 
 @dataclass
@@ -373,8 +378,9 @@ class LlavaQwenForCausalLM(LlavaQwenPreTrainedModel, Qwen2ForCausalLM):
         mask = self.model.get_placeholder_mask(input_ids, features)
         limit = self.config.tokenizer_model_max_length
         if limit is not None and input_ids.shape[1] > limit:
-            raise ValueError(f"a sequence of {input_ids.shape[1]} tokens exceeds tokenizer_model_max_length={limit}; "
-                             "use fewer frames (max_frame_num) or a shorter prompt")
+            raise PromptTooLongError(f"a sequence of {input_ids.shape[1]} tokens exceeds "
+                                     f"tokenizer_model_max_length={limit}; "
+                                     "use fewer frames (max_frame_num) or a shorter prompt")
         # The video token may lie past the embedding table (a tokenizer that gained it after training): any id will do.
         embeds = embed(input_ids.masked_fill(mask, 0)).masked_scatter(mask[..., None], features)
         if self.training:  # text-only samples of a mixed batch

@@ -31,7 +31,8 @@ from transformers import TrainerCallback
 
 from llava.errors import command
 from llava.eval import generic
-from llava.eval.harness import read_jsonl, run
+from llava.eval.benchmark import read_jsonl
+from llava.eval.harness import run
 from llava.eval.score import load_run, score_run
 from llava.model.modeling_llava_qwen import LlavaQwenModel
 from llava.synthetic import OPTIONS, SIZE, colour_prior, generate
