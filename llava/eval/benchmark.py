@@ -92,6 +92,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type of budgets and limits (--decode_timeout, --decode_memory_gb): a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value}: must be a finite number of at least 0")
+    return value
+
+
 # ----- reading question files -----
 
 
