@@ -213,7 +213,7 @@ def probe_duration(path) -> float:
                 return container.duration / 1_000_000
             stream = container.streams.video[0]
             return float(stream.duration * stream.time_base) if stream.duration else 0.0
-    except Exception:  # missing, damaged or not a video: decoding it later reports why
+    except (OSError, ValueError, IndexError, av.error.FFmpegError):  # missing, damaged, not a video: decoding says why
         return 0.0
 
 
