@@ -121,7 +121,7 @@ def format_summary(summary: dict) -> str:
             ci = "n/a" if r["ci95"] is None else f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
             lines.append(f"  {r['group'][:40]:<40}{r['n']:>7}{r['videos']:>8}{100 * r['accuracy']:>9.1f}%   {ci:<18}"
                          + (f"{r['mean_score']:.2f}" if scored else ""))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def plot_summary(summary: dict, path: Path) -> None:

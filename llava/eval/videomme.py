@@ -151,8 +151,8 @@ def summarize(records: list[dict]) -> list[dict]:
     tables = [table(f"Video-MME accuracy by {label}", records, by=key) for key, label in BREAKDOWNS]
     official = [dict(r, correct=letter == r["answer"]) for r in records
                 if (letter := official_letter(r["response"])) is not None]
-    tables.append(table("Video-MME as the official scorer reports it (its letter reading; answers without a letter "
-                        "dropped, not counted wrong)", official, by="duration"))
+    tables.append(table("Video-MME as the official scorer reports it (unreadable answers dropped)", official,
+                        by="duration"))
     return tables
 
 
