@@ -2,6 +2,7 @@
 the released files; rows that cannot be scored are errors naming the file and row."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,28 @@ def test_lvbench_meta_jsonl(tmp_path):
     path.write_text("".join(json.dumps(video) + "\n" for video in videos))
     with pytest.raises(EvalError, match=r"meta\.jsonl row 2, question 1: no '\(A\) \.\.\.' option lines"):
         load(lvbench, path)
+
+
+def test_lvbench_script_end_to_end(tmp_path, tiny_checkpoint, capsys):
+    """exp_lvbench.py on one video of two questions with the tiny checkpoint: records, tables, printed scores."""
+    import runpy
+
+    from llava.eval.synthetic import write_video
+
+    options = "\n(A) one\n(B) two\n(C) three\n(D) four"
+    questions = [{"uid": str(n), "question": f"What happens {n}?{options}", "answer": "B",
+                  "question_type": ["reasoning", "summarization"][: n], "time_reference": "00:01-00:02"} for n in (1, 2)]
+    path = tmp_path / "video_info.meta.jsonl"
+    path.write_text(json.dumps({"key": "yt1", "type": "tv", "qa": questions}) + "\n")
+    write_video(tmp_path / "v" / "yt1.mp4", seconds=2, fps=2)
+    argv = ["exp_lvbench.py", "--dataset_path", str(path), "--video_dir", str(tmp_path / "v"), "--output_dir",
+            str(tmp_path / "out"), "--version", str(tiny_checkpoint), "--max_frames", "4"]
+    script = Path(__file__).resolve().parents[1] / "exp_lvbench.py"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", argv)
+        runpy.run_path(str(script), run_name="__main__")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["benchmark"] == "lvbench" and summary["records"] == 2 and summary["errors"] == 0
+    ability = {r["group"]: r for r in summary["tables"][0]["rows"]}
+    assert ability["reasoning"]["n"] == 2 and ability["summarization"]["n"] == 1 and summary["tables"][1]["title"] == "LVBench accuracy by video category"
+    assert "LVBench accuracy by ability" in capsys.readouterr().out

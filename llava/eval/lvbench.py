@@ -4,7 +4,8 @@ uid, question (the question, then one option a line: "(A) text" ... "(D) text"),
 list of the six abilities: entity recognition, event understanding, key information retrieval, temporal grounding,
 reasoning, summarization), time_reference.
 
-Prompt: the released multiple-choice prompt of the other benchmarks. Score: overall, by ability (a question counts
+Prompt: the released multiple-choice prompt of the other benchmarks; at most 32 new tokens (the released code has no
+LVBench script: enough for a letter and a short sentence such as "The answer is (B)."). Score: overall, by ability (a question counts
 in each of its abilities) and by video category.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from llava.eval.benchmark import Benchmark, EvalError, Item, multiple_choice_item, question_rows, register
 from llava.eval.tables import table
 
-MAX_NEW_TOKENS = 128
+MAX_NEW_TOKENS = 32
 _OPTION_LINE = re.compile(r"\n\s*\(([A-Z])\)\s*")
 
 
