@@ -131,7 +131,7 @@ def test_judge_through_a_local_endpoint(tmp_path, monkeypatch):
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append((self.headers.get("Authorization"), body["model"], [m["role"] for m in body["messages"]]))
-            good = "Predicted Answer: a black dog" in body["messages"][1]["content"]
+            good = "Predicted answer: a black dog" in body["messages"][1]["content"]
             verdict = "{'pred': 'yes', 'score': 4}" if good else "Sure! {'pred': 'no', 'score': 1}"
             reply = json.dumps({"choices": [{"message": {"content": verdict}}]}).encode()
             self.send_response(200)

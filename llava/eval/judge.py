@@ -1,8 +1,9 @@
 """Optional LLM judge of open-ended answers through an OpenAI-compatible chat endpoint, by the published
 ActivityNet-QA protocol (the Video-ChatGPT evaluation, Maaz et al. 2023, also lmms-eval's): the judge is given the
 question, the gold answer and the prediction, and replies with a yes/no verdict and an integer score from 0 to 5.
-Reported: accuracy (share of "yes") and the mean score. The two prompts below are that protocol's wording, kept
-verbatim so that numbers stay comparable with published ones.
+Reported: accuracy (share of "yes") and the mean score. The two prompts below restate that protocol's rubric and
+reply format in this project's words (its exact wording is not copied here), so judge numbers follow the published
+protocol but may differ slightly from those of its exact prompt text.
 
 The API key is read from an environment variable at call time and never written anywhere. Verdicts are cached in
 OUTPUT_DIR/judge_{model}.jsonl ({"qid", "judge", "score"} per line) so re-scoring asks only about new records.
@@ -18,20 +19,15 @@ from pathlib import Path
 from llava.eval.benchmark import EvalError
 
 SYSTEM_PROMPT = (
-    "You are an intelligent chatbot designed for evaluating the correctness of generative outputs for question-answer "
-    "pairs. Your task is to compare the predicted answer with the correct answer and determine if they match "
-    "meaningfully. Here's how you can accomplish the task:------##INSTRUCTIONS: - Focus on the meaningful match "
-    "between the predicted answer and the correct answer.\n- Consider synonyms or paraphrases as valid matches.\n- "
-    "Evaluate the correctness of the prediction compared to the answer."
+    "You grade answers to questions about videos. Decide whether a predicted answer means the same as the reference "
+    "answer. Rules: judge the meaning, not the wording; synonyms and paraphrases count as matches; a prediction "
+    "that adds claims contradicting the reference does not match."
 )
 USER_PROMPT = (
-    "Please evaluate the following video-based question-answer pair:\n\nQuestion: {question}\nCorrect Answer: "
-    "{answer}\nPredicted Answer: {response}\n\nProvide your evaluation only as a yes/no and score where the score is "
-    "an integer value between 0 and 5, with 5 indicating the highest meaningful match. Please generate the response "
-    "in the form of a Python dictionary string with keys 'pred' and 'score', where value of 'pred' is  a string of "
-    "'yes' or 'no' and value of 'score' is in INTEGER, not STRING.DO NOT PROVIDE ANY OTHER OUTPUT TEXT OR "
-    "EXPLANATION. Only provide the Python dictionary string. For example, your response should look like this: "
-    "{{'pred': 'yes', 'score': 4.8}}."
+    "Question: {question}\nReference answer: {answer}\nPredicted answer: {response}\n\n"
+    "Grade the predicted answer. Reply with a Python dictionary and nothing else, with the keys 'pred' (the string "
+    "'yes' if it matches the reference, otherwise 'no') and 'score' (an integer from 0 to 5, 5 for a complete "
+    "match in meaning). Example reply: {{'pred': 'no', 'score': 1}}"
 )
 
 
