@@ -9,6 +9,7 @@ import pytest
 from llava.eval import activitynetqa, egoschema, longvideobench, lvbench, mlvu
 from llava.eval.benchmark import EvalError
 from llava.eval.harness import build_parser
+from llava.eval.identity import dataset_sha256
 
 
 def load(adapter, path, *argv):
@@ -54,6 +55,9 @@ def test_mlvu_per_task_files(tmp_path):
          "question_type": "summary"}])
     items = load(mlvu, folder)
     assert [(i.answer, i.scored) for i in items] == [("B", True), ("Whales.", False)]
+    before = dataset_sha256(folder)  # a folder is the run's dataset: its files' names and contents identify it
+    write_json(folder / "9_summary.json", [{"video": "217.mp4", "question": "Summarize.", "answer": "Whales."}])
+    assert dataset_sha256(folder) != before
     assert items[0].options == ["A. Yellow", "B. Red", "C. Green", "D. Blue"]
     assert [p.as_posix() for p in items[0].videos] == ["videos/movie101_66.mp4", "videos/1_plotQA/movie101_66.mp4"]
     assert load(mlvu, folder / "1_plotQA.json")[0].prompt == items[0].prompt  # one task file alone

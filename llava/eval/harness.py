@@ -258,7 +258,7 @@ def run(benchmark: Benchmark, argv=None) -> Path:
     index, count = parse_split(args.split)
     checkpoint = find_checkpoint(args.version, flag="--version")
     dataset = Path(args.dataset_path)
-    if not dataset.is_file():
+    if not dataset.exists():
         raise EvalError(f"--dataset_path {dataset}: dataset file not found")
     if not Path(args.video_dir).is_dir():
         raise EvalError(f"--video_dir {args.video_dir}: no such folder")
