@@ -26,8 +26,8 @@ from llava.processing import CLIP_VOCAB_SIZE, VilampProcessor, default_clip_toke
 logger = logging.getLogger(__name__)
 
 # Architecture files the oracle fixtures (and the released code's folders) keep beside config.json.
-SIGLIP_CONFIG_FILE = "siglip_vision_config.json"
-CLIP_CONFIG_FILE = "clip_config.json"
+SUB_MODEL_FILES = {"vision_config": "siglip_vision_config.json", "clip_config": "clip_config.json"}
+RELEASED_SUB_MODELS = {"vision_config": "SigLIP-so400m-patch14-384", "clip_config": "CLIP ViT-B/32"}
 CLIP_TOKENIZER_DIR = "clip_tokenizer"  # where `VilampProcessor.save_pretrained` puts the CLIP query tokenizer
 LEGACY_CLIP_TOKENIZER_DIR = "clip"  # where checkpoints written before the processor kept it
 PROCESSOR_FILE = "processor_config.json"
@@ -137,18 +137,26 @@ def load_config(model_path: str | os.PathLike, overwrite_config: dict | None = N
     if raw.get("model_type") != "llava_qwen":
         raise ValueError(f"{config_file}: model_type is {raw.get('model_type')!r}, expected 'llava_qwen'")
     config = customized_config if customized_config is not None else LlavaQwenConfig.from_pretrained(model_path)
-    defaults = {"vision_config": "SigLIP-so400m-patch14-384", "clip_config": "CLIP ViT-B/32"}
-    for field, file_name in (("vision_config", SIGLIP_CONFIG_FILE), ("clip_config", CLIP_CONFIG_FILE)):
-        if field in raw or customized_config is not None:
-            continue
-        if (model_path / file_name).exists():
-            setattr(config, field, json.loads((model_path / file_name).read_text()))
-        else:
-            logger.info("%s: config.json has no %s; using the released %s", model_path, field, defaults[field])
+    for field in SUB_MODEL_FILES:
+        if field not in raw and customized_config is None:
+            architecture = sub_model_config(model_path, raw, field)
+            if architecture is not None:
+                setattr(config, field, architecture)
     for key, value in (overwrite_config or {}).items():
         setattr(config, key, value)
     config.check_vilamp_fields()
     return config
+
+
+def sub_model_config(folder: Path, raw: dict, field: str) -> dict | None:
+    """The SigLIP (`vision_config`) or CLIP (`clip_config`) architecture of the checkpoint in `folder` whose
+    config.json is `raw`: that field, else the file beside it, else None (the released architecture)."""
+    if field in raw:
+        return raw[field]
+    if (folder / SUB_MODEL_FILES[field]).exists():
+        return json.loads((folder / SUB_MODEL_FILES[field]).read_text())
+    logger.info("%s: config.json has no %s; using the released %s", folder, field, RELEASED_SUB_MODELS[field])
+    return None
 
 
 def load_model(
@@ -232,7 +240,7 @@ def load_processor(model_path: str | os.PathLike, config: LlavaQwenConfig | None
         for name, value in processor_settings(config).items():
             setattr(processor, name, value)
         return processor
-    if not _has_tokenizer(model_path):
+    if not has_tokenizer(model_path):
         raise CheckpointError(f"{model_path}: no tokenizer (need tokenizer.json, or vocab.json + merges.txt)")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     folders = [model_path / CLIP_TOKENIZER_DIR, model_path / LEGACY_CLIP_TOKENIZER_DIR]
@@ -245,7 +253,7 @@ def load_clip_tokenizer(folders: list[Path], config: LlavaQwenConfig) -> CLIPTok
     """The CLIP tokenizer of the DKS query: the first of `folders` that holds tokenizer files, else CLIP ViT-B/32's
     (`default_clip_tokenizer`), which fits a CLIP text model of its 49,408 tokens (the released one)."""
     for folder in folders:
-        if _has_tokenizer(folder):
+        if has_tokenizer(folder):
             return AutoTokenizer.from_pretrained(folder)
     vocab_size = config.frame_selector_clip_config.text_config.vocab_size
     if vocab_size != CLIP_VOCAB_SIZE:
@@ -294,7 +302,7 @@ def load_pretrained_model(
                              "(python -m llava.train.merge_lora), then load the merged checkpoint quantized")
         model = _load_lora(model_path, Path(model_base), device, dtype, attn_implementation, allow_pickle,
                            overwrite_config, customized_config)
-        processor_path = model_path if _has_tokenizer(model_path) else Path(model_base)
+        processor_path = model_path if has_tokenizer(model_path) else Path(model_base)
     processor = load_processor(processor_path, model.config)
     if model.config.video_token_id is None:
         model.config.video_token_id = processor.video_token_id
@@ -314,5 +322,6 @@ def _load_lora(adapter_path, base_path, device, dtype, attn, allow_pickle, overw
     return PeftModel.from_pretrained(base, adapter_path).merge_and_unload().eval()
 
 
-def _has_tokenizer(folder: Path) -> bool:
+def has_tokenizer(folder: Path) -> bool:
+    """Whether `folder` holds the files of a Hugging Face tokenizer."""
     return any(all((folder / name).exists() for name in names) for names in TOKENIZER_FILE_SETS)
