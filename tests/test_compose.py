@@ -99,15 +99,21 @@ def test_parts_that_do_not_fit_are_named(parts, tmp_path):
     (tmp_path / "b" / "keep.txt").write_text("earlier work")
     with pytest.raises(ComposeError, match="exists and is not empty"):
         compose(llm, clip, tmp_path / "b")
-    other_siglip = tmp_path / "other-siglip"
-    other_siglip.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
     for file in llm.iterdir():
-        (other_siglip / file.name).write_bytes(file.read_bytes())
+        (other / file.name).write_bytes(file.read_bytes())
     siglip = json.loads((llm / "siglip_vision_config.json").read_text())
-    (other_siglip / "siglip_vision_config.json").write_text(json.dumps({**siglip, "image_size": 112}))
+    (other / "siglip_vision_config.json").write_text(json.dumps({**siglip, "image_size": 112}))
     with pytest.raises(ComposeError, match=r"position_embedding.weight has shape \[16, 32\] .* needs \[64, 32\]"):
-        compose(other_siglip, clip, tmp_path / "c")
-    (other_siglip / "siglip_vision_config.json").unlink()  # SigLIP-so400m is assumed: 1152 wide, not 32
+        compose(other, clip, tmp_path / "c")
+    (other / "siglip_vision_config.json").unlink()  # SigLIP-so400m is assumed: 1152 wide, not 32
     with pytest.raises(ComposeError, match="mm_hidden_size=32 but the vision tower's hidden size is 1152"):
-        compose(other_siglip, clip, tmp_path / "c")
+        compose(other, clip, tmp_path / "c")
+    (other / "siglip_vision_config.json").write_text(json.dumps(siglip))
+    vilamp = load_file(llm / "model.safetensors")  # a LLaVA folder that already holds a DFM
+    vilamp["model.composer_projector.tau"] = torch.tensor(0.01)
+    save_file(vilamp, other / "model.safetensors")
+    with pytest.raises(ComposeError, match="holds model.composer_projector.tau, which has no place"):
+        compose(other, clip, tmp_path / "c")
     assert not (tmp_path / "c").exists() and (tmp_path / "b" / "keep.txt").exists()

@@ -89,8 +89,9 @@ def compose(llm_dir: str | Path, clip_dir: str | Path, out_dir: str | Path, comp
 
 
 def _check_keys(model: LlavaQwenForCausalLM, sources: list[tuple[str, Path, str]]) -> None:
-    """Every tensor of every source file must be one `model` has, with its shape (buffers the model recomputes
-    aside), and together they must give all of its weights but the DFM's."""
+    """Every tensor of every source file must be one `model` has, with its shape, from the right part (the LLaVA
+    checkpoint holds no CLIP or DFM; buffers the model recomputes aside), and together they must give all of its
+    weights but the DFM's."""
     expected, recomputed = _stored_shapes(model), _recomputed_buffers(model)
     found = set()
     for source, path, prefix in sources:
@@ -99,7 +100,7 @@ def _check_keys(model: LlavaQwenForCausalLM, sources: list[tuple[str, Path, str]
                 name = prefix + key
                 if name in recomputed:
                     continue
-                if name not in expected:
+                if name not in expected or name.startswith((CLIP_PREFIX, DFM_PREFIX)) != bool(prefix):
                     raise ComposeError(f"{source}: {path.name} holds {key}, which has no place in a ViLAMP (expected "
                                        f"the {'CLIPModel' if prefix else 'LLaVA Qwen2'} key layout)")
                 shape = tuple(handle.get_slice(key).get_shape())
