@@ -52,6 +52,7 @@ def compose(llm_dir: str | Path, clip_dir: str | Path, out_dir: str | Path, comp
     llm_dir, clip_dir, out_dir = Path(llm_dir), Path(clip_dir), Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ComposeError(f"--out {out_dir}: the folder exists and is not empty; choose a new one")
+    llm_config, clip_config = _read_config(llm_dir, "--llm"), _read_config(clip_dir, "--clip")
     if not has_tokenizer(llm_dir):
         raise ComposeError(f"--llm {llm_dir}: no tokenizer (need tokenizer.json, or vocab.json + merges.txt)")
     sources = [(f"--llm {llm_dir}", path, "") for path in weight_files(llm_dir, allow_pickle=False)]
@@ -61,7 +62,7 @@ def compose(llm_dir: str | Path, clip_dir: str | Path, out_dir: str | Path, comp
     if stored not in STORED_DTYPES:
         raise ComposeError(f"--llm {llm_dir}: weights stored as {stored}; expected one of {', '.join(STORED_DTYPES)}")
     try:
-        config = vilamp_config(llm_dir, clip_dir, composer, STORED_DTYPES[stored])
+        config = vilamp_config(llm_dir, llm_config, clip_dir, clip_config, composer, STORED_DTYPES[stored])
         with torch.device("meta"):
             model = LlavaQwenForCausalLM(config)
     except ValueError as error:  # the configs do not describe one model
@@ -131,13 +132,13 @@ def _write_weights(folder: Path, model: LlavaQwenForCausalLM, sources: list[tupl
         json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
 
 
-def vilamp_config(llm_dir: Path, clip_dir: Path, composer: str, dtype: torch.dtype) -> LlavaQwenConfig:
-    """The LLaVA checkpoint's config with the CLIP checkpoint's architecture, `composer` and the ViLAMP defaults."""
-    raw = _read_config(llm_dir, "--llm")
+def vilamp_config(llm_dir: Path, raw: dict, clip_dir: Path, clip: dict, composer: str,
+                  dtype: torch.dtype) -> LlavaQwenConfig:
+    """The LLaVA checkpoint's config (`raw`) with the CLIP checkpoint's architecture (`clip`), `composer` and the
+    ViLAMP defaults."""
     if raw.get("model_type") not in LLAVA_MODEL_TYPES:
         raise ComposeError(f"--llm {llm_dir}: config.json has model_type {raw.get('model_type')!r}, not one of a "
                            f"LLaVA Qwen2 checkpoint ({', '.join(LLAVA_MODEL_TYPES)})")
-    clip = _read_config(clip_dir, "--clip")
     if clip.get("model_type") != "clip":
         raise ComposeError(f"--clip {clip_dir}: config.json has model_type {clip.get('model_type')!r}, not 'clip' "
                            "(a transformers CLIPModel checkpoint)")
