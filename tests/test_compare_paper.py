@@ -1,7 +1,9 @@
-"""compare_paper on run folders this test writes with the harness's own record and manifest writers."""
+"""compare_paper on run folders this test writes with the harness's own record and manifest writers; the
+reproduction script's commands, through a stub interpreter."""
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,36 @@ def test_every_published_value_names_its_source():
 def test_missing_output_root_is_named(tmp_path):
     with pytest.raises(EvalError, match="no-such-folder"):
         compare(tmp_path / "no-such-folder")
+
+
+def run_kit(tmp_path, **env):
+    """scripts/eval/reproduce_paper.sh with PYTHON replaced by a stub that logs its arguments (and fails for the
+    script named in FAIL_ON); returns (exit status, logged command lines)."""
+    calls = tmp_path / "calls.txt"
+    stub = tmp_path / "python"
+    stub.write_text('#!/bin/bash\necho "$*" >> "$CALLS"\n[[ -n "$FAIL_ON" && "$*" == *"$FAIL_ON"* ]] && exit 3\nexit 0\n')
+    stub.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval" / "reproduce_paper.sh"
+    environment = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "CALLS": str(calls), "FAIL_ON": "", **env}
+    result = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=environment, capture_output=True,
+                            text=True, timeout=60)
+    return result.returncode, calls.read_text().splitlines(), result.stderr
+
+
+def test_kit_runs_each_benchmark_over_the_gpus_then_compares(tmp_path):
+    status, calls, _ = run_kit(tmp_path, GPUS="4", BENCHMARKS="videomme mlvu", MODEL="models/x",
+                               MLVU_DATASET="/data/mlvu.json", MLVU_VIDEOS="/data/mlvu")
+    assert status == 0 and len(calls) == 3
+    videomme, mlvu, compare_call = calls
+    assert videomme.startswith("-m torch.distributed.run --nproc_per_node 4 exp_vMME.py --version models/x")
+    assert f"--output_dir {tmp_path}/out/videomme --max_frames 600" in videomme and "--dataset_path" not in videomme
+    assert "exp_mlvu.py" in mlvu and mlvu.endswith("--dataset_path /data/mlvu.json --video_dir /data/mlvu")
+    assert compare_call == f"-m llava.eval.compare_paper {tmp_path}/out"
+
+
+def test_kit_goes_on_after_a_failure_and_leaves_comparing_to_the_last_job_of_an_array(tmp_path):
+    status, calls, stderr = run_kit(tmp_path, GPUS="1", BENCHMARKS="mlvu nosuch egoschema", SPLIT="2_3",
+                                    FAIL_ON="exp_mlvu.py")
+    assert status == 1 and "failed or skipped: mlvu nosuch" in stderr
+    assert [call.split()[0] for call in calls] == ["exp_mlvu.py", "exp_egoschema.py"]  # one process each, no torchrun
+    assert all(call.endswith("--split 2_3") for call in calls)
