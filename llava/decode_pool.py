@@ -48,12 +48,14 @@ def _init_worker() -> None:
 
 
 class DecodePool:
-    """`workers` decoding processes with `threads` FFmpeg threads each (default: this process's cores shared out)."""
+    """`workers` decoding processes with `threads` decoding threads each (default: this process's cores shared out
+    among the workers)."""
 
-    def __init__(self, processor: VideoProcessor, workers: int | None = None, timeout: float | None = None):
+    def __init__(self, processor: VideoProcessor, workers: int | None = None, timeout: float | None = None,
+                 threads: int | None = None):
         cores = available_cores()
         self.workers = workers or default_workers(cores)
-        self.threads = max(1, cores // self.workers)
+        self.threads = threads or max(1, cores // self.workers)
         self.processor, self.timeout = processor, timeout
         context = multiprocessing.get_context("forkserver")  # forking this process (threads, CUDA) is unsafe
         context.set_forkserver_preload(["llava.video"])

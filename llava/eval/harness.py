@@ -69,6 +69,8 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--decode_workers", type=positive_int, default=None,
                         help="processes decoding the next videos while one is answered (default: one per 4 cores of "
                              "this process's share of the machine, at most 4)")
+    parser.add_argument("--decode_threads", type=positive_int, default=None,
+                        help="decoding threads per worker (default: this process's cores shared among the workers)")
     parser.add_argument("--decode_timeout", type=non_negative_float, default=1800.0,
                         help="seconds one video may take to decode before its worker is stopped and the video "
                              "recorded as failed (0: no limit)")
@@ -179,7 +181,8 @@ def evaluate(benchmark: Benchmark, run: str, groups: Iterable[list[Item]], handl
     model, processor = model_bundle
     done = errors = 0
     videos = ((group, find_video(group[0])) for group in groups)
-    with (DecodePool(processor.video_processor, args.decode_workers, args.decode_timeout or None) as pool,
+    pool = DecodePool(processor.video_processor, args.decode_workers, args.decode_timeout or None, args.decode_threads)
+    with (pool,
           tqdm(total=total, desc=benchmark.name, unit="q", dynamic_ncols=True) as bar):
         for group, decoding in prefetch(pool, videos, args.max_frames, decode_ahead(args, pool)):
             started = time.perf_counter()
