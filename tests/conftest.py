@@ -40,7 +40,7 @@ def own_model(tiny_checkpoint):
 @pytest.fixture(scope="session")
 def vilamp_server(tiny_checkpoint, tiny_model, tmp_path_factory):
     """`python -m llava.serve`'s app on `tiny_model`, served by uvicorn on 127.0.0.1 in a thread, with an API key.
-    Its video folder holds clip.mp4 (20 s at 2 fps: 20 sampled frames, 8 keyframes) and broken.mp4 (not a video)."""
+    Its video folder holds clip.mp4 (12 s at 2 fps: 12 sampled frames, 8 keyframes) and broken.mp4 (not a video)."""
     import os
     import socket
     import threading
@@ -53,7 +53,7 @@ def vilamp_server(tiny_checkpoint, tiny_model, tmp_path_factory):
     from llava.serve.__main__ import build_app, build_parser
 
     folder = tmp_path_factory.mktemp("served")
-    video = write_video(folder / "clip.mp4", seconds=20, fps=2, width=64, height=48)
+    video = write_video(folder / "clip.mp4", seconds=12, fps=2, width=64, height=48)
     (folder / "broken.mp4").write_bytes(b"this is not a video" * 100)
     key, variable = "test-key-7c1e9b", "VILAMP_TEST_SERVER_KEY"
     os.environ[variable] = key

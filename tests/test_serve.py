@@ -65,7 +65,7 @@ def test_openai_client_gets_the_cli_answer(vilamp_server, tiny_checkpoint, tiny_
     report = completion.model_extra["vilamp"]
     for field in ("keyframes", "tokens", "sampled_frames", "duration_seconds", "fps"):
         assert report[field] == expected[field], field
-    assert len(report["relevance"]) == len(report["sampled_seconds"]) == expected["sampled_frames"] == 20
+    assert len(report["relevance"]) == len(report["sampled_seconds"]) == expected["sampled_frames"] == 12
     assert completion.usage.prompt_tokens == expected["tokens"]["total"]
     assert completion.usage.completion_tokens == 4 and completion.choices[0].finish_reason == "length"
 

@@ -31,6 +31,7 @@ async function loadVideos() {
     const select = $("videos");
     select.length = 1;
     for (const video of list) select.add(new Option(video.name, video.url));
+    if (videoUrl) select.value = videoUrl;
     setStatus(`${list.length} video(s) on the server; model ${model}`);
   } catch (error) {
     setStatus(error.message, true);
