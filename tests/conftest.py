@@ -42,15 +42,10 @@ def vilamp_server(tiny_checkpoint, tiny_model, tmp_path_factory):
     """`python -m llava.serve`'s app on `tiny_model`, served by uvicorn on 127.0.0.1 in a thread, with an API key.
     Its video folder holds clip.mp4 (12 s at 2 fps: 12 sampled frames, 8 keyframes) and broken.mp4 (not a video)."""
     import os
-    import socket
-    import threading
-    import time
     from types import SimpleNamespace
 
-    import uvicorn
-
     from llava.eval.synthetic import write_video
-    from llava.serve.__main__ import build_app, build_parser
+    from llava.serve.__main__ import build_app, build_parser, serving
 
     folder = tmp_path_factory.mktemp("served")
     video = write_video(folder / "clip.mp4", seconds=12, fps=2, width=64, height=48)
@@ -62,17 +57,6 @@ def vilamp_server(tiny_checkpoint, tiny_model, tmp_path_factory):
     _, model, processor, _ = tiny_model
     app = build_app(args, model, processor)
     del os.environ[variable]
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="info"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    host, port = listener.getsockname()
-    yield SimpleNamespace(url=f"http://{host}:{port}", key=key, video=video, folder=folder, app=app,
-                          engine=app.state.engine, model_id=tiny_checkpoint.name)
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield SimpleNamespace(url=url, key=key, video=video, folder=folder, app=app, engine=app.state.engine,
+                              model_id=tiny_checkpoint.name)

@@ -6,8 +6,12 @@ Serves one ViLAMP checkpoint: OpenAI's /v1/models and /v1/chat/completions (vide
 
 import argparse
 import os
+import socket
 import sys
 import tempfile
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from llava.errors import VilampError, command
@@ -75,6 +79,27 @@ def build_app(args, model=None, processor=None):
     upload_dir = args.upload_dir or Path(tempfile.mkdtemp(prefix="vilamp-uploads-"))
     return create_app(Engine(model, processor, settings), checkpoint.name, key, args.allow_http_videos,
                       int(args.max_video_mb * (1 << 20)), args.video_dir, upload_dir)
+
+
+@contextmanager
+def serving(app, host: str = "127.0.0.1"):
+    """Serve `app` with uvicorn in a background thread on a free port of `host`; yields its base URL."""
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind((host, 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="info"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.01)
+    try:
+        yield "http://{}:{}".format(*listener.getsockname())
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @command
