@@ -4,6 +4,7 @@ concurrent clients, the bounded queue, and every bad input answered with a 4xx w
 import json
 import logging
 import threading
+from types import SimpleNamespace
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import openai
 import pytest
 
 from llava import cli
+from llava.serve.__main__ import build_app, build_parser, serving
 from llava.serve.__main__ import main as serve_main
 from llava.session import VideoSession
 
@@ -162,6 +164,8 @@ def bad_requests(server):
         ("unknown model", {**good, "model": "gpt-nothing"}, 404, ["gpt-nothing"]),
         ("negative max_tokens", {**good, "max_tokens": -1}, 400, ["max_tokens"]),
         ("prompt too long", with_turn(video_turn(server, "word " * 33000)), 400, ["tokenizer_model_max_length"]),
+        ("prompt too long, streamed", with_turn(video_turn(server, "word " * 33000), stream=True), 400,
+         ["tokenizer_model_max_length"]),
     ]
 
 
@@ -174,6 +178,47 @@ def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(vilamp_server):
         assert got == status, (name, text)
         assert all(word in error["message"] for word in words), (name, error)
         assert post(vilamp_server, good)[0] == 200, name
+
+
+def test_an_uploaded_video_is_asked_about(vilamp_server):
+    boundary = "vilampboundary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"mine.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode() + vilamp_server.video.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(vilamp_server.url + "/videos", data=form, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {vilamp_server.key}"})
+    with urllib.request.urlopen(request) as response:
+        stored = json.loads(response.read())
+    assert stored["url"].startswith("file://") and stored["url"].endswith("-mine.mp4")
+    body = {"model": vilamp_server.model_id, "max_tokens": 1, "messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": stored["url"]}}, {"type": "text", "text": QUESTION}]}]}
+    status, _, text = post(vilamp_server, body)
+    assert status == 200 and json.loads(text)["vilamp"]["sampled_frames"] == 12
+    with urllib.request.urlopen(urllib.request.Request(vilamp_server.url + "/videos", headers={
+            "Authorization": f"Bearer {vilamp_server.key}"})) as response:
+        assert stored["url"] in [video["url"] for video in json.loads(response.read())["data"]]
+
+
+def test_http_videos_are_downloaded_within_the_size_limit(vilamp_server, tiny_checkpoint, tiny_model, tmp_path):
+    import functools
+    import http.server
+
+    _, model, processor, _ = tiny_model
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(vilamp_server.folder)))
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    video_url = "http://{}:{}/clip.mp4".format(*files.server_address)
+    size = vilamp_server.video.stat().st_size
+    try:
+        for limit_mb, status in ((size / 2 / (1 << 20), 413), (size * 2 / (1 << 20), 200)):
+            args = build_parser().parse_args(["--model", str(tiny_checkpoint), "--video-dir", str(tmp_path),
+                                              "--upload-dir", str(tmp_path / "up"), "--allow-http-videos", "--max-video-mb", str(limit_mb)])
+            with serving(build_app(args, model, processor)) as url:
+                body = {"model": tiny_checkpoint.name, "max_tokens": 1, "messages": [{"role": "user", "content": [
+                    {"type": "video_url", "video_url": {"url": video_url}}, {"type": "text", "text": QUESTION}]}]}
+                got, _, text = post(SimpleNamespace(url=url, key=None), body, key=None)
+                assert got == status, text
+    finally:
+        files.shutdown()
 
 
 def test_the_api_key_is_required_and_never_logged(vilamp_server, caplog):

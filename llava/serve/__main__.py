@@ -77,8 +77,8 @@ def build_app(args, model=None, processor=None):
     settings = Settings(max_frame_num=args.max_frames, max_queue=args.max_queue, decode_workers=args.decode_workers,
                         decode_timeout=args.decode_timeout, cache_bytes=int(args.cache_gb * (1 << 30)))
     upload_dir = args.upload_dir or Path(tempfile.mkdtemp(prefix="vilamp-uploads-"))
-    return create_app(Engine(model, processor, settings), checkpoint.name, key, args.allow_http_videos,
-                      int(args.max_video_mb * (1 << 20)), args.video_dir, upload_dir)
+    return create_app(Engine(model, processor, settings), checkpoint.name, args.video_dir, upload_dir, key,
+                      args.allow_http_videos, int(args.max_video_mb * (1 << 20)))
 
 
 @contextmanager

@@ -113,12 +113,12 @@ def inside(path: Path, folders: list[Path]) -> bool:
     return any(path.is_relative_to(folder) for folder in folders)
 
 
-def create_app(engine: Engine, model_id: str, api_key: str | None = None, allow_http: bool = False,
-               max_video_bytes: int = 2 << 30, video_dir: Path = Path("."), upload_dir: Path | None = None) -> FastAPI:
+def create_app(engine: Engine, model_id: str, video_dir: Path, upload_dir: Path, api_key: str | None = None,
+               allow_http: bool = False, max_video_bytes: int = 2 << 30) -> FastAPI:
     """The server's ASGI app. Local videos are files under `video_dir` or `upload_dir` (uploads); http(s) videos,
     only with `allow_http`, are downloaded to `upload_dir`, at most `max_video_bytes` (as uploads are)."""
     video_dir = video_dir.resolve()
-    upload_dir = (upload_dir or video_dir / "uploads").resolve()
+    upload_dir = upload_dir.resolve()
     upload_dir.mkdir(parents=True, exist_ok=True)
     folders = [video_dir, upload_dir]
 
