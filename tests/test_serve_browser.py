@@ -9,6 +9,7 @@ from llava.session import VideoSession
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 QUESTIONS = ("What colour is the background when the white bar is at the left?", "And at the end?")
+TOKENS = 8  # answer length asked on the page
 WAIT = 120  # seconds: a bound for a stuck page, never reached by a working one
 
 
@@ -37,11 +38,14 @@ def test_two_questions_get_answers_and_timelines(vilamp_server, tiny_model, brow
 
     _, model, processor, _ = tiny_model
     session = VideoSession(model, processor, vilamp_server.video)
-    expected = [session.ask(question, max_new_tokens=128).text for question in QUESTIONS]
+    expected = [session.ask(question, max_new_tokens=TOKENS).text for question in QUESTIONS]
 
     wait = WebDriverWait(browser, WAIT)
     browser.get(vilamp_server.url + "/")
     browser.find_element(By.ID, "key").send_keys(vilamp_server.key)
+    tokens = browser.find_element(By.ID, "tokens")
+    tokens.clear()
+    tokens.send_keys(str(TOKENS))
     browser.execute_script("loadVideos()")
     wait.until(lambda _: "clip.mp4" in [o.text for o in Select(browser.find_element(By.ID, "videos")).options])
     Select(browser.find_element(By.ID, "videos")).select_by_visible_text("clip.mp4")
@@ -50,7 +54,8 @@ def test_two_questions_get_answers_and_timelines(vilamp_server, tiny_model, brow
         browser.find_element(By.ID, "send").click()
         wait.until(lambda _: len(browser.find_elements(By.CSS_SELECTOR, ".turn.assistant")) == number)
     answers = browser.find_elements(By.CSS_SELECTOR, ".turn.assistant")
-    assert not browser.find_elements(By.CSS_SELECTOR, ".turn.error")
+    errors = [turn.get_attribute("textContent") for turn in browser.find_elements(By.CSS_SELECTOR, ".turn.error")]
+    assert not errors, (errors, browser.find_element(By.ID, "status").text)
     assert [a.find_element(By.CSS_SELECTOR, ".text").get_attribute("textContent") for a in answers] == expected
     for answer in answers:
         assert len(answer.find_elements(By.CSS_SELECTOR, "svg.timeline circle.keyframe")) == 8

@@ -4,6 +4,7 @@ import pytest
 
 from llava import session as session_module
 from llava.inference import answer_conversation, answer_video
+from llava.model.modeling_llava_qwen import VideoFeatureCache
 from llava.session import VideoSession
 from llava.video import load_video
 
@@ -29,11 +30,11 @@ def test_decodes_once_and_answers_with_history(tiny_model, clip, monkeypatch):
     assert len(decodes) == 1 and len(clip_passes) == 1
     assert session.history == [(FIRST, first.text), (SECOND, second.text)]
 
-    frames = session.frames
-    alone = answer_video(model, processor, frames, FIRST, FIRST, 4)
+    frames, features = session.frames, VideoFeatureCache(1 << 30)
+    alone = answer_video(model, processor, frames, FIRST, FIRST, 4, features)
     assert first.text == alone.text and first.keyframes == alone.keyframes  # the first turn is a plain question
     # The second question chooses its own keyframes: those of asking it alone.
-    assert second.keyframes == answer_video(model, processor, frames, SECOND, SECOND, 1).keyframes
+    assert second.keyframes == answer_video(model, processor, frames, SECOND, SECOND, 1, features).keyframes
     # ... and sees the first turn: the answer of the whole conversation, asked without any cache.
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": FIRST}]},
                 {"role": "assistant", "content": first.text},

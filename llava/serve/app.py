@@ -27,6 +27,7 @@ from llava.video import VideoDecodeError
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_TOKENS = 128
 COPY_BLOCK = 1 << 20
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}  # listed
 
 
 class Strict(BaseModel):
@@ -180,8 +181,9 @@ def create_app(engine: Engine, model_id: str, video_dir: Path, upload_dir: Path,
 
     @app.get("/videos")
     async def videos():
-        """The videos the page can pick: files under the allowed folders, as file:// URLs."""
-        files = sorted(p for folder in folders for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        """The videos the page can pick: video files under the allowed folders, as file:// URLs."""
+        files = sorted(p for folder in folders for p in folder.rglob("*")
+                       if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() and not p.name.startswith("."))
         return {"data": [{"name": str(p.relative_to(video_dir) if p.is_relative_to(video_dir) else p.name),
                           "url": p.as_uri(), "bytes": p.stat().st_size} for p in files]}
 

@@ -103,7 +103,7 @@ async function ask(event) {
   addTurn("user", question);
   $("question").value = "";
   $("question").disabled = $("send").disabled = true;
-  const request = { model, messages: [...messages, turn] };
+  const request = { model, messages: [...messages, turn], max_tokens: parseInt($("tokens").value, 10) || 128 };
   const frames = parseInt($("frames").value, 10);
   if (frames > 0) request.max_frame_num = frames;
   try {
