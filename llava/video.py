@@ -39,6 +39,9 @@ class VideoDecodeError(VilampError, RuntimeError):
         self.path = str(path)
         self.reason = reason
 
+    def __reduce__(self):  # raised in decoding workers and re-raised here
+        return type(self), (self.path, self.reason)
+
 
 @dataclass
 class DecodedVideo:
@@ -91,10 +94,10 @@ def _valid_fps(fps) -> bool:
 
 
 def _decode_decord(path: Path, processor: VideoProcessor, max_frame_num: int, sample_fps: float,
-                   progress: Progress | None) -> DecodedVideo:
+                   progress: Progress | None, threads: int) -> DecodedVideo:
     from decord import VideoReader, cpu
 
-    reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+    reader = VideoReader(str(path), ctx=cpu(0), num_threads=threads or 1)
     total, fps = len(reader), reader.get_avg_fps()
     if total == 0:
         raise VideoDecodeError(path, "zero-length video (no frames)")
@@ -119,7 +122,7 @@ def _pyav_rate(stream, container) -> float | None:
 
 
 def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, sample_fps: float,
-                 progress: Progress | None) -> DecodedVideo:
+                 progress: Progress | None, threads: int) -> DecodedVideo:
     import av
 
     with av.open(str(path)) as container:
@@ -136,7 +139,7 @@ def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, samp
         raise VideoDecodeError(path, "no frame rate in the file's metadata")
     indices = sample_indices(total, fps, max_frame_num, sample_fps)
     sink, kept = _FrameSink(processor, len(indices), progress), []
-    for position, image in _decoded_frames(path, indices, background=large):
+    for position, image in _decoded_frames(path, indices, threads, background=large):
         sink.add(image)
         kept.append(position)
     if not kept:
@@ -144,8 +147,9 @@ def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, samp
     return DecodedVideo(sink.frames(), kept, fps, total, "pyav")
 
 
-def _decoded_frames(path: Path, indices: list[int], background: bool):
-    """Yield (position, PIL image) for the wanted decoded-frame positions.
+def _decoded_frames(path: Path, indices: list[int], threads: int, background: bool):
+    """Yield (position, PIL image) for the wanted decoded-frame positions; FFmpeg decodes with `threads` threads
+    (0: as many as it sees cores).
 
     background: decode in a thread while the caller resizes. Worth it for large frames only: each hand-off through
     the queue can wait for Python's thread switch interval (5 ms), more than small frames take to decode.
@@ -158,7 +162,9 @@ def _decoded_frames(path: Path, indices: list[int], background: bool):
     def frames():
         to_rgb = VideoReformatter()  # reused: `frame.to_image()` builds a converter per frame (~7 ms each)
         with av.open(str(path)) as container:
-            container.streams.video[0].thread_type = "AUTO"  # frame-parallel FFmpeg decoding
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame-parallel FFmpeg decoding
+            stream.codec_context.thread_count = threads
             for position, frame in enumerate(container.decode(video=0)):
                 if position > last:
                     return
@@ -197,15 +203,30 @@ def _decoded_frames(path: Path, indices: list[int], background: bool):
                 pass
 
 
+def probe_duration(path) -> float:
+    """Seconds of video in `path` from its container's header (no decoding); 0.0 when it cannot be read."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if container.duration:
+                return container.duration / 1_000_000
+            stream = container.streams.video[0]
+            return float(stream.duration * stream.time_base) if stream.duration else 0.0
+    except (OSError, ValueError, IndexError, av.error.FFmpegError):  # missing, damaged, not a video: decoding says why
+        return 0.0
+
+
 def load_video(
     path, processor: VideoProcessor, max_frame_num: int = 600, backend: str = "auto", sample_fps: float = 1.0,
-    progress: Progress | None = None,
+    progress: Progress | None = None, threads: int = 0,
 ) -> DecodedVideo:
     """Decode `path` at about `sample_fps` frames a second (1: the paper's protocol), at most `max_frame_num` frames,
     resized by `processor` as they arrive.
 
     backend: "auto" (PyAV, then decord if PyAV fails on the file), "pyav" or "decord".
     progress: called after each kept frame with (frames kept so far, frames planned).
+    threads: decoding threads (0: PyAV lets FFmpeg use every core; decord then uses one).
     Raises `VideoDecodeError` naming the file for a missing, empty, corrupt or rate-less video.
     """
     path = Path(path)
@@ -216,14 +237,14 @@ def load_video(
     if path.stat().st_size == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
     if backend == "decord":
-        return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps, progress)
+        return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps, progress, threads)
     try:
-        return _guarded(path, _decode_pyav, processor, max_frame_num, sample_fps, progress)
+        return _guarded(path, _decode_pyav, processor, max_frame_num, sample_fps, progress, threads)
     except VideoDecodeError as error:
         if backend == "pyav":
             raise
         try:
-            return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps, progress)
+            return _guarded(path, _decode_decord, processor, max_frame_num, sample_fps, progress, threads)
         except VideoDecodeError as fallback:
             raise VideoDecodeError(path, f"{error.reason} (decord: {fallback.reason})") from error
 

@@ -70,7 +70,8 @@ def test_mlvu_sample_end_to_end_with_missing_video(tmp_path, tiny_checkpoint, ca
 def test_json_benchmarks_end_to_end(tmp_path, tiny_checkpoint, adapter, name, key):
     sample = real_rows(name, 2, key)[:4]
     data = write_jsonl(tmp_path / name, sample)
-    items = adapter.BENCHMARK.load(type("A", (), {"dataset_path": data, "video_dir": tmp_path / "v"}))
+    items = adapter.BENCHMARK.load(harness.build_parser(adapter.BENCHMARK).parse_args(
+        ["--dataset_path", str(data), "--video_dir", str(tmp_path / "v")]))
     for item in items:
         write_video(item.videos[0], seconds=2, fps=2)
     run(adapter.BENCHMARK, common(tmp_path, tiny_checkpoint, data, tmp_path / "v", "out", "--limit", "3"))

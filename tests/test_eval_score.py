@@ -49,7 +49,7 @@ def rows(summary, title_part):
 
 
 def test_clustered_interval_matches_hand_computation():
-    records = [{"video_id": v, "correct": c} for v, c in [("a", 1), ("a", 1), ("b", 0), ("c", 1)]]
+    records = [{"video_id": v, "correct": c} for v, c in [("a", True), ("a", True), ("b", False), ("c", True)]]
     estimate, half = clustered_accuracy(records)
     assert estimate == 0.75
     influence = [(1 - .75 + 1 - .75) / 4, (0 - .75) / 4, (1 - .75) / 4]
@@ -58,18 +58,25 @@ def test_clustered_interval_matches_hand_computation():
 
 
 def test_videomme(tmp_path):
-    records = [rec("videomme", f"q{i}", f"v{i // 3}", i % 2 == 0, duration=d, task_type=t, domain="x",
-                   sub_category="y")
+    records = [rec("videomme", f"00{i // 3}-{i % 3}", f"v{i // 3}", i % 2 == 0, duration=d, task_type=t,
+                   domain="Sports", sub_category="Football", video_number=f"00{i // 3}")
                for i, (d, t) in enumerate([("short", "OCR")] * 3 + [("long", "Counting")] * 3)]
     records[5].update(error="VideoDecodeError: v1.mp4: video file not found", response=None)
+    records[1]["response"] = "I cannot tell"  # names no option: wrong for us, dropped by the official scorer
     summary = score_run(write_run(tmp_path, records, [r["qid"] for r in records] + ["q6"], files=2))
     duration = rows(summary, "by duration")
     assert duration["overall"]["accuracy"] == pytest.approx(3 / 6)
     assert duration["short"]["accuracy"] == pytest.approx(2 / 3) and duration["long"]["accuracy"] == pytest.approx(1 / 3)
     assert rows(summary, "task type")["OCR"]["n"] == 3
+    assert rows(summary, "by domain")["Sports"]["n"] == 6 and rows(summary, "sub-category")["Football"]["n"] == 6
+    official = rows(summary, "official scorer")
+    assert official["overall"]["n"] == 4 and official["overall"]["accuracy"] == pytest.approx(3 / 4)
+    assert official["short"]["accuracy"] == pytest.approx(1.0)
     assert summary["missing"] == 1 and summary["missing_examples"] == ["q6"] and summary["errors"] == 1
     assert (tmp_path / "summary.json").is_file() and (tmp_path / "summary.png").stat().st_size > 1000
-    assert "Video-MME" in format_summary(summary)
+    printed = format_summary(summary)
+    assert "Video-MME" in printed and "as the official scorer reports it" in printed
+    assert "wrote videomme_results.json" in printed
 
 
 def test_mlvu_m_avg_and_weighted_mean(tmp_path):
@@ -89,7 +96,7 @@ def test_longvideobench_egoschema_and_extraction_failures(tmp_path):
     records[2]["response"] = "I cannot tell"  # the answer names no option: wrong, and counted
     (tmp_path / "lvb").mkdir()
     summary = score_run(write_run(tmp_path / "lvb", records))
-    table = rows(summary, "LongVideoBench")
+    table = rows(summary, "by duration group")
     assert table["overall"]["accuracy"] == pytest.approx(1 / 3) and table["15"]["accuracy"] == pytest.approx(0.5)
     assert summary["extraction_failures"] == 1 and summary["extraction_failure_rate"] == pytest.approx(1 / 3)
     (tmp_path / "ego").mkdir()
@@ -114,6 +121,7 @@ def test_activitynetqa_and_duplicates(tmp_path):
 
 
 def test_judge_through_a_local_endpoint(tmp_path, monkeypatch):
+    """The published protocol: system and user prompts, a {'pred', 'score'} reply; accuracy and mean score."""
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -122,8 +130,9 @@ def test_judge_through_a_local_endpoint(tmp_path, monkeypatch):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append((self.headers.get("Authorization"), body["model"]))
-            verdict = "yes" if "Predicted answer: a black dog" in body["messages"][0]["content"] else "no"
+            seen.append((self.headers.get("Authorization"), body["model"], [m["role"] for m in body["messages"]]))
+            good = "Predicted answer: a black dog" in body["messages"][1]["content"]
+            verdict = "{'pred': 'yes', 'score': 4}" if good else "Sure! {'pred': 'no', 'score': 1}"
             reply = json.dumps({"choices": [{"message": {"content": verdict}}]}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(reply)))
@@ -142,12 +151,74 @@ def test_judge_through_a_local_endpoint(tmp_path, monkeypatch):
     judge = {"url": f"http://127.0.0.1:{server.server_port}/v1", "model": "judge-m", "key_env": "JUDGE_KEY"}
     summary = score_run(tmp_path, judge)
     server.shutdown()
-    assert seen == [("Bearer secret-key", "judge-m")] * 2
-    assert rows(summary, "LLM judge")["overall"]["accuracy"] == pytest.approx(0.5)
-    assert summary["judge_model"] == "judge-m"
+    assert seen == [("Bearer secret-key", "judge-m", ["system", "user"])] * 2
+    judged = rows(summary, "GPT judge")["overall"]
+    assert judged["accuracy"] == pytest.approx(0.5) and judged["mean_score"] == pytest.approx(2.5)
+    assert rows(summary, "relaxed match")["overall"]["accuracy"] == pytest.approx(0.5)  # ours, kept beside it
+    assert summary["judge_model"] == "judge-m" and "mean score (0-5)" in format_summary(summary)
     assert all("secret-key" not in p.read_text() for p in tmp_path.iterdir() if p.suffix in (".json", ".jsonl"))
     score_run(tmp_path, judge)  # cached verdicts: the endpoint is not asked again
     assert len(seen) == 2
+    (tmp_path / "judge_judge-m.jsonl").write_text('{"qid": "a", "judge": "yes", "score": 4}\n')
+    with pytest.raises(EvalError, match=r"judge_judge-m\.jsonl:1: a cached verdict needs 'judge' \(true/false\)"):
+        score_run(tmp_path, judge)
+
+
+def test_judge_replies_are_read_by_the_protocol():
+    from llava.eval.judge import read_verdict
+
+    assert read_verdict("{'pred': 'yes', 'score': 4.8}") == (True, 4.8)
+    assert read_verdict('Here: {"pred": "No", "score": 0}') == (False, 0.0)
+    for reply in ("yes", "{'pred': 'maybe', 'score': 3}", "{'pred': 'yes', 'score': 9}", "{'pred': 'yes'}"):
+        with pytest.raises(ValueError):
+            read_verdict(reply)
+
+
+def test_a_correct_field_that_is_not_a_boolean_is_an_error():
+    records = [{"qid": "q0", "video_id": "a", "correct": True}, {"qid": "q1", "video_id": "b", "correct": 1}]
+    with pytest.raises(EvalError, match=r"record 'q1': 'correct' is 1, not true or false"):
+        clustered_accuracy(records)
+
+
+def test_official_videomme_letter_reading():
+    from llava.eval.videomme import official_letter
+
+    assert official_letter("The answer is C.") == "C" and official_letter("(B) green") == "B"
+    assert official_letter("Best answer: C") == "B"  # its prefix list removes "Best answer:" only with "Best option:"
+    assert official_letter("I cannot tell") is None and official_letter(None) is None
+    assert official_letter("Doing the dishes") == "D"  # the first capital A-D anywhere
+
+
+def test_exports_for_the_official_scorers(tmp_path):
+    records = [rec("videomme", f"001-{q}", "yt1", q != 2, duration="short", domain="Knowledge",
+                   sub_category="Astronomy", task_type="Counting Problem", video_number="001") for q in (1, 2, 3)]
+    records[2].update(error="VideoDecodeError: yt1.mp4: corrupt", response=None)
+    summary = score_run(write_run(tmp_path, records))
+    assert summary["exports"] == [{"file": "videomme_results.json", "format": "Video-MME official results template",
+                                   "questions": 3}]
+    exported = json.loads((tmp_path / "videomme_results.json").read_text())
+    assert exported == [{"video_id": "001", "duration": "short", "domain": "Knowledge", "sub_category": "Astronomy",
+                         "questions": [{"question_id": f"001-{q}", "task_type": "Counting Problem", "question": "q?",
+                                        "options": ["A. yes", "B. no"], "answer": "A", "response": response}
+                                       for q, response in ((1, "A"), (2, "B"), (3, ""))]}]
+    (tmp_path / "ego").mkdir()
+    ego = [rec("egoschema", f"q{i}", f"uid-{i}", None if i == 2 else True) for i in range(4)]
+    ego[1]["response"], ego[3]["response"] = "B", "I cannot tell"
+    summary = score_run(write_run(tmp_path / "ego", ego))
+    assert json.loads((tmp_path / "ego" / "egoschema_submission.json").read_text()) == {"uid-0": 0, "uid-1": 1,
+                                                                                        "uid-2": 1}
+    assert summary["exports"][0]["without_choice"] == 1  # uid-3 names no option
+    assert rows(summary, "EgoSchema")["overall"]["n"] == 3  # uid-2 (not in the subset) is exported, not scored
+
+
+def test_lvbench_by_ability_and_category(tmp_path):
+    records = [rec("lvbench", "1", "yt1", True, question_type=["reasoning", "entity recognition"], video_type="tv"),
+               rec("lvbench", "2", "yt1", False, question_type=["reasoning"], video_type="tv"),
+               rec("lvbench", "3", "yt2", True, question_type=["summarization"], video_type="sport")]
+    summary = score_run(write_run(tmp_path, records))
+    ability = rows(summary, "by ability")
+    assert ability["overall"]["n"] == 3 and ability["reasoning"]["accuracy"] == pytest.approx(0.5)
+    assert ability["entity recognition"]["n"] == 1 and rows(summary, "video category")["sport"]["accuracy"] == 1.0
 
 
 def test_scorer_regrades_from_the_response(tmp_path):
@@ -183,7 +254,7 @@ def test_benchmarks_register_in_one_place():
     import llava.eval.videomme
 
     assert BENCHMARKS["videomme"] is llava.eval.videomme.BENCHMARK
-    for name in ("mlvu", "longvideobench", "egoschema", "activitynetqa", "generic"):
+    for name in ("mlvu", "longvideobench", "egoschema", "activitynetqa", "lvbench", "generic"):
         assert registered(name, f"llava.eval.{name}").module == f"llava.eval.{name}"  # imported on demand
     with pytest.raises(EvalError, match="cannot be imported"):
         registered("nothing", "llava.eval.nothing")

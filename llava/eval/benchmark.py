@@ -47,6 +47,8 @@ class Benchmark:
     load: Callable[[argparse.Namespace], list[Item]]
     summarize: Callable[[list[dict]], list[dict]]  # scored records -> tables (llava.eval.tables)
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    # all records of a run, run folder -> {"file", ...}: a file in the benchmark's official submission format
+    export: Callable[[list[dict], Path], dict] | None = None
 
     @property
     def module(self) -> str:
@@ -92,6 +94,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type of budgets and limits (--decode_timeout, --decode_memory_gb): a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value}: must be a finite number of at least 0")
+    return value
+
+
 # ----- reading question files -----
 
 
@@ -114,12 +127,41 @@ def read_jsonl(path) -> list[dict]:
     return rows
 
 
-def question_rows(path, required: tuple[str, ...]) -> list[tuple[str, str, dict]]:
-    """(where, stable id, row) for every row of a JSON-lines question file; `required[0]` is the video field.
+def read_json(path):
+    """The value of a whole JSON file; a missing file or bad JSON raises EvalError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"dataset file not found: {path}")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvalError(f"{path}: not valid JSON ({error})") from error
+
+
+def read_rows(path) -> list[dict]:
+    """Rows of a question file, either JSON lines (the released files) or one JSON array of objects (the official
+    annotation files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"dataset file not found: {path}")
+    with path.open("rb") as handle:
+        is_array = handle.read(64).lstrip().startswith(b"[")
+    if not is_array:
+        return read_jsonl(path)
+    rows = read_json(path)
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise EvalError(f"{path} row {number}: expected a JSON object, got {type(row).__name__}")
+    return rows
+
+
+def question_rows(path, required: tuple[str, ...], rows: list[dict] | None = None) -> list[tuple[str, str, dict]]:
+    """(where, stable id, row) for every row of a question file (`read_rows`, or `rows` read from `path` by the
+    caller); `required[0]` is the video field.
 
     Every row is checked for the `required` fields first; a missing one raises EvalError naming file and row.
     """
-    rows = read_jsonl(path)
+    rows = read_rows(path) if rows is None else rows
     for number, row in enumerate(rows, 1):
         missing = [key for key in required if key not in row]
         if missing:

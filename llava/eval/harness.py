@@ -18,13 +18,15 @@ import argparse
 import json
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from llava.errors import command
 from llava.eval.answers import grade_record
-from llava.eval.benchmark import Benchmark, EvalError, Item, positive_int
+from llava.eval.benchmark import Benchmark, EvalError, Item, non_negative_float, positive_int
 from llava.eval.identity import differences, run_id, run_identity
-from llava.eval.records import read_manifest, read_records, shard_lock, shard_path, write_manifest
+from llava.eval.distributed import Launch
+from llava.eval.records import rank_files, read_manifest, read_records, shard_lock, shard_path, write_manifest
 from llava.eval.score import format_summary, score_run
 from llava.files import atomic_write
 from llava.model.builder import find_checkpoint, resolve_device, resolve_dtype
@@ -64,7 +66,16 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="start this shard over: discard its records, record this run's settings")
     parser.add_argument("--retry_errors", action="store_true", help="redo the items recorded with an error")
-    parser.add_argument("--feature_cache_gb", type=float, default=4.0,
+    parser.add_argument("--decode_workers", type=positive_int, default=None,
+                        help="processes decoding the next videos while one is answered (default: one per 4 cores of "
+                             "this process's share of the machine, at most 4)")
+    parser.add_argument("--decode_timeout", type=non_negative_float, default=1800.0,
+                        help="seconds one video may take to decode before its worker is stopped and the video "
+                             "recorded as failed (0: no limit)")
+    parser.add_argument("--decode_memory_gb", type=non_negative_float, default=4.0,
+                        help="memory for decoded videos waiting to be answered (each counted at --max_frames "
+                             "frames); 0: each video decodes when its turn comes")
+    parser.add_argument("--feature_cache_gb", type=non_negative_float, default=4.0,
                         help="memory for SigLIP features shared by the questions of one video (0: recompute)")
     if benchmark.add_arguments:
         benchmark.add_arguments(parser)
@@ -82,15 +93,16 @@ def shard(items: list[Item], index: int, count: int) -> list[Item]:
     return [item for item in items if order[item.video_id] % count == index - 1]
 
 
-def open_shard(path: Path, run: str, overwrite: bool, retry_errors: bool) -> tuple[set[str], object]:
-    """(qids already recorded, handle open for appending) of shard file `path`; the caller holds its lock.
+def clean_shard(path: Path, run: str, overwrite: bool, retry_errors: bool) -> None:
+    """Make record file `path` ready to be appended to; the caller holds its lock.
 
-    Resuming (not `overwrite`): records of another run than `run` are refused; a half-written last record is cut
-    away; with `retry_errors` the failed records are dropped (the file rewritten in one step), so their items are
-    asked again.
+    `overwrite` empties it. Otherwise records of another run than `run` are refused, a half-written last record is
+    cut away, and with `retry_errors` the failed records are dropped (the file rewritten in one step), so that their
+    items are asked again.
     """
     if overwrite or not path.exists():
-        return set(), path.open("w", encoding="utf-8")
+        path.write_bytes(b"")
+        return
     records, good = read_records(path)
     foreign = next((record for record in records if record.get("run") != run), None)
     if foreign is not None:
@@ -100,14 +112,13 @@ def open_shard(path: Path, run: str, overwrite: bool, retry_errors: bool) -> tup
         records = [record for record in records if not record["error"]]
         with atomic_write(path) as temporary:
             temporary.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    else:
-        with path.open("r+b") as handle:
-            handle.truncate(good)
-            if good:
-                handle.seek(good - 1)
-                if handle.read(1) != b"\n":
-                    handle.write(b"\n")
-    return {record["qid"] for record in records}, path.open("a", encoding="utf-8")
+        return
+    with path.open("r+b") as handle:
+        handle.truncate(good)
+        if good:
+            handle.seek(good - 1)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
 
 
 def make_record(benchmark: Benchmark, run: str, item: Item, response: str | None, error: str | None, frames: int,
@@ -137,52 +148,64 @@ def find_video(item: Item) -> Path:
     return item.videos[0]  # decoding it reports "video file not found" with its name
 
 
-def evaluate(benchmark: Benchmark, run: str, items: list[Item], handle, model_bundle, max_frames: int,
-             feature_cache_bytes: int = 0) -> tuple[int, int]:
-    """Answer `items` video by video, appending one record per item to `handle`. Returns (done, errors).
+def decode_ahead(args, processor) -> int:
+    """How many videos may decode while one is answered: the decoded videos held stay within --decode_memory_gb."""
+    from llava.decode_pool import video_bytes
 
-    Only an unusable video and a too-long prompt become error records; out of memory stops with an EvalError, any
-    other exception propagates with a note; the records written before stay valid either way.
+    return max(0, int(args.decode_memory_gb * 2**30) // video_bytes(processor.video_processor, args.max_frames) - 1)
+
+
+def evaluate(benchmark: Benchmark, run: str, groups: Iterable[list[Item]], handle, model_bundle, args,
+             total: int | None = None) -> tuple[int, int]:
+    """Answer the questions of each video of `groups` (a list of questions per video, consumed lazily), appending
+    one record per question to `handle`. Returns (done, errors).
+
+    Videos decode in worker processes (`llava.decode_pool`), the next ones while this one is answered. Only an
+    unusable video (a decoding timeout included) and a too-long prompt become error records; out of memory stops
+    with an EvalError, any other exception propagates with a note; the records written before stay valid either way.
     """
     import torch
     from tqdm import tqdm
 
+    from llava.decode_pool import DecodePool, prefetch
     from llava.inference import answer_video
     from llava.model import VideoFeatureCache
     from llava.model.modeling_llava_qwen import PromptTooLongError
-    from llava.video import VideoDecodeError, load_video
+    from llava.video import VideoDecodeError
 
     model, processor = model_bundle
     done = errors = 0
-    with tqdm(total=len(items), desc=benchmark.name, unit="q", dynamic_ncols=True) as bar:
-        for group in group_by_video(items):
+    videos = ((group, find_video(group[0])) for group in groups)
+    with (DecodePool(processor.video_processor, args.decode_workers, args.decode_timeout or None) as pool,
+          tqdm(total=total, desc=benchmark.name, unit="q", dynamic_ncols=True) as bar):
+        for group, decoding in prefetch(pool, videos, args.max_frames, decode_ahead(args, processor)):
             started = time.perf_counter()
             try:
-                video, video_error = load_video(find_video(group[0]), processor.video_processor, max_frames), None
+                video, video_error = decoding.result().frames, None
             except VideoDecodeError as error:
                 video, video_error = None, f"{type(error).__name__}: {error}"
-            decode_seconds = time.perf_counter() - started
-            cache = VideoFeatureCache(feature_cache_bytes)
+            wait_seconds = time.perf_counter() - started
+            cache = VideoFeatureCache(int(args.feature_cache_gb * 2**30))
             for item in group:
                 started = time.perf_counter()
                 response, error_text, frames, keyframes = None, video_error, 0, []
                 if video is not None:
                     try:
-                        answer = answer_video(model, processor, video.frames, item.question, item.prompt,
+                        answer = answer_video(model, processor, video, item.question, item.prompt,
                                               item.max_new_tokens, cache)
                         response, frames, keyframes = answer.text, answer.num_frames, answer.keyframes
                     except PromptTooLongError as error:
                         error_text = f"{type(error).__name__}: {error}"
                     except torch.OutOfMemoryError as error:
                         raise EvalError(f"{handle.name}: out of memory answering {item.qid!r} (video {item.video_id}, "
-                                        f"{len(video.frames)} frames); lower --max_frames or use a larger device. "
+                                        f"{len(video)} frames); lower --max_frames or use a larger device. "
                                         f"The {done} records written now are kept; re-run to resume") from error
                     except Exception as error:
                         error.add_note(f"{handle.name}: stopped at {item.qid!r} (video {item.video_id}); the {done} "
                                        "records written now are kept; re-run to resume")
                         raise
                 errors += error_text is not None
-                seconds = time.perf_counter() - started + (decode_seconds if item is group[0] else 0.0)
+                seconds = time.perf_counter() - started + (wait_seconds if item is group[0] else 0.0)
                 record = make_record(benchmark, run, item, response, error_text, frames, keyframes, seconds)
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 handle.flush()
@@ -212,16 +235,30 @@ def check_identity(output_dir: Path, run: str, identity: dict) -> None:
                     "would mix two runs. Use another --output_dir, or --overwrite to start this shard over")
 
 
+def plan_videos(items: list[Item], files: list[Path], longest_first: bool) -> list[list[str]]:
+    """The question ids still to answer, one list per video: in the order of `items`, or the longest video first
+    (duration read from the container; a video that cannot be read counts as 0 s and fails when decoded)."""
+    from llava.video import probe_duration
+
+    recorded = {record["qid"] for path in files for record in read_records(path)[0]}
+    groups = group_by_video([item for item in items if item.qid not in recorded])
+    if longest_first:
+        groups.sort(key=lambda group: -probe_duration(find_video(group[0])))
+    return [[item.qid for item in group] for group in groups]
+
+
 def run(benchmark: Benchmark, argv=None) -> Path:
     """Parse arguments, evaluate this shard (resuming), print the scores of everything recorded so far.
 
-    Every setting is checked, and the identity compared with the folder's, before the model loads.
+    Every setting is checked, and the identity compared with the folder's, before the model loads. Under torchrun
+    the ranks share the shard's videos (`llava.eval.distributed`), each writing its own record file; rank 0 prints
+    the scores once all are done.
     """
     args = build_parser(benchmark).parse_args(argv)
     index, count = parse_split(args.split)
     checkpoint = find_checkpoint(args.version, flag="--version")
     dataset = Path(args.dataset_path)
-    if not dataset.is_file():
+    if not dataset.exists():
         raise EvalError(f"--dataset_path {dataset}: dataset file not found")
     if not Path(args.video_dir).is_dir():
         raise EvalError(f"--video_dir {args.video_dir}: no such folder")
@@ -236,23 +273,41 @@ def run(benchmark: Benchmark, argv=None) -> Path:
     checkpoint_name = checkpoint.resolve().name
     output_dir = Path(args.output_dir or Path("outputs") / benchmark.name / checkpoint_name)
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = shard_path(output_dir, benchmark.name, index, count)
+    launch = Launch.from_environment(f"{benchmark.name}/{run_key}/{index}_of_{count}")
+    path = shard_path(output_dir, benchmark.name, index, count, launch.rank)
     with shard_lock(path):
         if not args.overwrite:
             check_identity(output_dir, run_key, identity)
-        write_manifest(output_dir, {"benchmark": benchmark.name, "adapter": benchmark.module, "run": run_key,
-                                    "identity": identity, "checkpoint": checkpoint_name,
-                                    "checkpoint_path": str(checkpoint), "dataset_path": str(dataset),
-                                    "items": [item.qid for item in items]})
-        recorded, handle = open_shard(path, run_key, args.overwrite, args.retry_errors)
-        with handle:
-            todo = [item for item in shard(items, index, count) if item.qid not in recorded]
-            print(f"{benchmark.title}: shard {index}/{count}, {len(recorded)} recorded, {len(todo)} to do -> {path}")
-            if todo:
-                done, errors = evaluate(benchmark, run_key, todo, handle, load_model(checkpoint, args),
-                                        args.max_frames, int(args.feature_cache_gb * 2**30))
-                print(f"answered {done} questions, {errors} failed (recorded with 'error')")
-    print(format_summary(score_run(output_dir)))
+        clean_shard(path, run_key, args.overwrite, args.retry_errors)
+        if launch.rank == 0:
+            write_manifest(output_dir, {"benchmark": benchmark.name, "adapter": benchmark.module, "run": run_key,
+                                        "identity": identity, "checkpoint": checkpoint_name,
+                                        "checkpoint_path": str(checkpoint), "dataset_path": str(dataset),
+                                        "items": [item.qid for item in items]})
+            for rank, orphan in rank_files(output_dir, benchmark.name, index, count).items():
+                if rank >= launch.world_size:  # left by a launch with more ranks: made ready here, answered by any
+                    with shard_lock(orphan):
+                        clean_shard(orphan, run_key, args.overwrite, args.retry_errors)
+        launch.barrier("ready")
+        mine = shard(items, index, count)
+        plan = launch.share_plan(lambda: plan_videos(
+            mine, list(rank_files(output_dir, benchmark.name, index, count).values()), launch.world_size > 1))
+        todo = sum(len(qids) for qids in plan)
+        if launch.rank == 0:
+            processes = f" shared by {launch.world_size} processes" if launch.world_size > 1 else ""
+            print(f"{benchmark.title}: shard {index}/{count}, {len(mine) - todo} recorded, {todo} to do{processes} "
+                  f"-> {output_dir}")
+        if todo:
+            by_qid = {item.qid: item for item in mine}
+            groups = ([by_qid[qid] for qid in plan[claim]] for claim in launch.claims(len(plan)))
+            with path.open("a", encoding="utf-8") as handle:
+                done, errors = evaluate(benchmark, run_key, groups, handle, load_model(checkpoint, args), args,
+                                        total=todo if launch.world_size == 1 else None)
+            rank = f"rank {launch.rank}: " if launch.world_size > 1 else ""
+            print(f"{rank}answered {done} questions, {errors} failed (recorded with 'error')")
+        launch.finish()
+    if launch.rank == 0:
+        print(format_summary(score_run(output_dir)))
     return path
 
 

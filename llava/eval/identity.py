@@ -48,6 +48,22 @@ def checkpoint_identity(checkpoint: Path) -> dict:
     }
 
 
+def dataset_sha256(dataset: Path) -> str:
+    """SHA-256 of a question file, or of the names and contents of the *.json files of a folder of them."""
+    if not dataset.is_dir():
+        return file_sha256(dataset)
+    listing = [[path.name, file_sha256(path)] for path in sorted(dataset.glob("*.json"))]
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+def answers_sha256(items) -> str:
+    """SHA-256 of every item's video, options and gold answer: covers answer files read beside the questions."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(json.dumps([item.qid, item.video_id, item.options, item.answer, item.scored]).encode())
+    return digest.hexdigest()
+
+
 def prompts_sha256(items) -> str:
     """SHA-256 of every item's id, CLIP query and prompt, in order: the prompt variant."""
     digest = hashlib.sha256()
@@ -61,7 +77,7 @@ def run_identity(benchmark: str, checkpoint: Path, dataset: Path, max_frames: in
     return {
         "benchmark": benchmark,
         "checkpoint": checkpoint_identity(checkpoint),
-        "dataset": {"file": dataset.name, "sha256": file_sha256(dataset)},
+        "dataset": {"file": dataset.name, "sha256": dataset_sha256(dataset), "answers_sha256": answers_sha256(items)},
         "max_frames": max_frames,
         "generation": {"max_new_tokens": sorted({item.max_new_tokens for item in items}), "dtype": dtype},
         "prompts_sha256": prompts_sha256(items),

@@ -2,7 +2,8 @@
 
     OUTPUT_DIR/run.json                           what produced the run (its identity), its id, every question id
     OUTPUT_DIR/{benchmark}_{i}_of_{N}.jsonl       records of shard i of N, one JSON object per line (UTF-8)
-    OUTPUT_DIR/{benchmark}_{i}_of_{N}.jsonl.lock  the writer lock of that shard: "pid P host H" of its holder
+    OUTPUT_DIR/{benchmark}_{i}_of_{N}.rank{r}.jsonl  records of rank r > 0 when torchrun shares the shard out
+    OUTPUT_DIR/<record file>.lock                 the writer lock of a record file: "pid P host H" of its holder
 """
 
 import fcntl
@@ -19,8 +20,20 @@ from llava.files import atomic_write
 MANIFEST = "run.json"
 
 
-def shard_path(output_dir: Path, name: str, index: int, count: int) -> Path:
-    return Path(output_dir) / f"{name}_{index}_of_{count}.jsonl"
+def shard_path(output_dir: Path, name: str, index: int, count: int, rank: int = 0) -> Path:
+    """The record file of rank `rank` of shard `index` of `count` (rank 0's is the shard's own file)."""
+    return Path(output_dir) / f"{name}_{index}_of_{count}{f'.rank{rank}' if rank else ''}.jsonl"
+
+
+def rank_files(output_dir: Path, name: str, index: int, count: int) -> dict[int, Path]:
+    """{rank: record file} of every rank that has written shard `index` of `count`, whatever the launch."""
+    base = shard_path(output_dir, name, index, count)
+    files = {0: base} if base.exists() else {}
+    for path in Path(output_dir).glob(f"{name}_{index}_of_{count}.rank*.jsonl"):
+        rank = path.name[len(base.stem) + len(".rank"):-len(".jsonl")]
+        if rank.isdigit():
+            files[int(rank)] = path
+    return dict(sorted(files.items()))
 
 
 def shard_files(output_dir) -> list[Path]:

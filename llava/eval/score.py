@@ -2,7 +2,8 @@
 
     python -m llava.eval.score OUTPUT_DIR [--judge_url URL --judge_model NAME [--judge_key_env OPENAI_API_KEY]]
 
-Writes OUTPUT_DIR/summary.json and OUTPUT_DIR/summary.png. Every record is re-graded from its `response`; a record of
+Writes OUTPUT_DIR/summary.json and OUTPUT_DIR/summary.png, and the benchmark's official submission file where it has
+one (Video-MME's results template, EgoSchema's answers). Every record is re-graded from its `response`; a record of
 another run than OUTPUT_DIR/run.json's is an error. Every accuracy comes with a 95% confidence interval clustered by
 video (questions of one video are correlated). Failed items and answers that name no option count as wrong; both are
 reported.
@@ -86,6 +87,7 @@ def score_run(output_dir, judge: dict | None = None) -> dict:
         "extraction_failure_rate": no_choice / len(answered) if answered else None,
         "judge_model": judge["model"] if judge else None,
         "tables": adapter.summarize(graded),
+        "exports": [adapter.export(records, output_dir)] if adapter.export else [],
     }
     with atomic_write(output_dir / "summary.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
@@ -108,13 +110,18 @@ def format_summary(summary: dict) -> str:
                      f"({100 * summary['extraction_failure_rate']:.1f}%, counted wrong)")
     if summary["judge_model"]:
         lines.append(f"  judge: {summary['judge_model']}")
+    for export in summary["exports"]:
+        lines.append(f"  wrote {export['file']} ({export['format']}, {export['questions']} questions)")
     for tab in summary["tables"]:
         lines.append(f"\n{tab['title']}")
-        lines.append(f"  {'group':<40}{'n':>7}{'videos':>8}{'accuracy':>10}   95% CI (by video)")
+        scored = any("mean_score" in r for r in tab["rows"])
+        lines.append(f"  {'group':<40}{'n':>7}{'videos':>8}{'accuracy':>10}   {'95% CI (by video)':<18}"
+                     + ("mean score (0-5)" if scored else ""))
         for r in tab["rows"]:
             ci = "n/a" if r["ci95"] is None else f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
-            lines.append(f"  {r['group'][:40]:<40}{r['n']:>7}{r['videos']:>8}{100 * r['accuracy']:>9.1f}%   {ci}")
-    return "\n".join(lines)
+            lines.append(f"  {r['group'][:40]:<40}{r['n']:>7}{r['videos']:>8}{100 * r['accuracy']:>9.1f}%   {ci:<18}"
+                         + (f"{r['mean_score']:.2f}" if scored else ""))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def plot_summary(summary: dict, path: Path) -> None:
