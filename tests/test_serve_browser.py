@@ -31,7 +31,9 @@ def browser():
 
 
 def test_two_questions_get_answers_and_timelines(vilamp_server, tiny_model, browser, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.select import Select
     from selenium.webdriver.support.ui import WebDriverWait
@@ -40,14 +42,15 @@ def test_two_questions_get_answers_and_timelines(vilamp_server, tiny_model, brow
     session = VideoSession(model, processor, vilamp_server.video)
     expected = [session.ask(question, max_new_tokens=TOKENS).text for question in QUESTIONS]
 
-    wait = WebDriverWait(browser, WAIT)
+    wait = WebDriverWait(browser, WAIT, ignored_exceptions=[StaleElementReferenceException])
     browser.get(vilamp_server.url + "/")
-    browser.find_element(By.ID, "key").send_keys(vilamp_server.key)
+    status = browser.find_element(By.ID, "status")
+    wait.until(lambda _: "API key" in status.text)  # the page's first look at the server, without the key: 401
+    browser.find_element(By.ID, "key").send_keys(vilamp_server.key, Keys.TAB)  # the key's change reloads the list
     tokens = browser.find_element(By.ID, "tokens")
     tokens.clear()
     tokens.send_keys(str(TOKENS))
-    browser.execute_script("loadVideos()")
-    wait.until(lambda _: "clip.mp4" in [o.text for o in Select(browser.find_element(By.ID, "videos")).options])
+    wait.until(lambda _: "video(s) on the server" in status.text)
     Select(browser.find_element(By.ID, "videos")).select_by_visible_text("clip.mp4")
     for number, question in enumerate(QUESTIONS, start=1):
         wait.until(ready.element_to_be_clickable((By.ID, "question"))).send_keys(question)

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frames sampled per video: the default and the most a request's max_frame_num may ask")
     parser.add_argument("--max-queue", type=int, default=16,
                         help="requests admitted at once; more are answered 503 with Retry-After")
-    parser.add_argument("--decode-workers", type=int, default=2)
+    parser.add_argument("--decode-workers", type=int, default=None,
+                        help="decoding processes (default: one per 4 cores, 1 to 4)")
     parser.add_argument("--decode-timeout", type=float, default=300, help="seconds one video may take to decode")
     parser.add_argument("--cache-gb", type=float, default=4,
                         help="memory for decoded videos and their features, shared by requests")
@@ -64,7 +65,7 @@ def build_app(args, model=None, processor=None):
     from llava.serve.engine import Engine, Settings
 
     for name in ("max_frames", "max_queue", "decode_workers"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ServeOptionError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
     if not args.video_dir.is_dir():
         raise ServeOptionError(f"--video-dir {args.video_dir}: not a folder")

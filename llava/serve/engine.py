@@ -1,5 +1,6 @@
-"""The one model behind the server: a bounded admission count, decoding in workers with a timeout, a cache of decoded
-videos and their query-independent features, and a single thread that runs the model."""
+"""The one model behind the server: a bounded admission count, decoding in worker processes with a timeout
+(`llava.decode_pool.DecodePool`), a cache of decoded videos and their query-independent features, and a single
+thread that runs the model."""
 
 import asyncio
 import hashlib
@@ -11,10 +12,11 @@ from pathlib import Path
 
 from transformers.generation.streamers import BaseStreamer
 
+from llava.decode_pool import DecodePool
 from llava.errors import VilampError
 from llava.inference import VideoAnswer, answer_conversation
 from llava.model.modeling_llava_qwen import VideoFeatureCache
-from llava.video import DecodedVideo, VideoDecodeError, load_video
+from llava.video import DecodedVideo
 
 HASH_BLOCK = 1 << 20
 
@@ -108,8 +110,8 @@ class TextDeltas(BaseStreamer):
 class Settings:
     max_frame_num: int = 600  # frames sampled per video unless the request says fewer
     max_queue: int = 16  # requests admitted at once (decoding, waiting or answering); more get 503
-    decode_workers: int = 2
-    decode_timeout: float = 300.0  # seconds
+    decode_workers: int | None = None  # decoding processes (default: DecodePool's share of the cores)
+    decode_timeout: float = 300.0  # seconds one video may take to decode; then its worker is stopped
     cache_bytes: int = 4 << 30
     retry_after: int = 5  # seconds, in 503 replies
 
@@ -122,13 +124,13 @@ class Engine:
         self.cache = VideoCache(settings.cache_bytes)
         self.admitted = 0
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="vilamp-model")
-        self.decoders = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="vilamp-decode")
+        self.decoders = DecodePool(processor.video_processor, settings.decode_workers, settings.decode_timeout)
         self.decoding: dict[tuple, asyncio.Future] = {}
         self.hashes: dict[tuple, str] = {}
         self.hash_lock = threading.Lock()
 
     def close(self) -> None:
-        self.decoders.shutdown(wait=False, cancel_futures=True)
+        self.decoders.close()
         self.model_thread.shutdown(wait=False, cancel_futures=True)
 
     def admit(self) -> "Admission":
@@ -153,21 +155,17 @@ class Engine:
         return known
 
     async def video(self, path: Path, max_frame_num: int) -> tuple[CachedVideo, bool]:
-        """(the decoded video with its features, whether it was cached already); decoding runs in a worker and is
-        abandoned with a VideoDecodeError after `decode_timeout` seconds."""
-        loop = asyncio.get_running_loop()
-        digest = await loop.run_in_executor(self.decoders, self.content_hash, path)
+        """(the decoded video with its features, whether it was cached already). Decoding runs in a worker process;
+        an unusable video, or one taking longer than `decode_timeout` seconds, raises VideoDecodeError."""
+        digest = await asyncio.to_thread(self.content_hash, path)
         vp = self.processor.video_processor
         key = (digest, max_frame_num, vp.fps, vp.siglip_size, vp.clip_size)
         if (entry := self.cache.get(key)) is not None:
             return entry, True
         if key not in self.decoding:  # one decode per video however many requests wait for it
-            job = self.decoders.submit(load_video, path, vp, max_frame_num, sample_fps=vp.fps)
-            self.decoding[key] = asyncio.wrap_future(job)
+            self.decoding[key] = asyncio.wrap_future(self.decoders.submit(path, max_frame_num))
         try:
-            decoded = await asyncio.wait_for(asyncio.shield(self.decoding[key]), self.settings.decode_timeout)
-        except TimeoutError:
-            raise VideoDecodeError(path, f"decoding took longer than {self.settings.decode_timeout:g} s") from None
+            decoded = await asyncio.shield(self.decoding[key])
         finally:
             if self.decoding.get(key) is not None and self.decoding[key].done():
                 del self.decoding[key]
