@@ -71,7 +71,7 @@ class VideoCache:
 
     def trim(self) -> None:
         """Drop least recently used videos until the total is within the budget (the newest one stays)."""
-        while len(self.entries) > 1 and sum(e.nbytes for e in self.entries.values()) > self.budget_bytes:
+        while len(self.entries) > 1 and self.nbytes > self.budget_bytes:
             self.entries.popitem(last=False)
 
     @property
