@@ -10,7 +10,6 @@ damaged file; a thread could not be stopped), and its future raises `VideoDecode
 """
 
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, TimeoutError
@@ -20,15 +19,9 @@ from typing import TypeVar
 from pebble import ProcessExpired, ProcessPool
 
 from llava.processing import VideoProcessor
-from llava.video import DecodedVideo, VideoDecodeError, load_video
+from llava.video import DecodedVideo, VideoDecodeError, available_cores, load_video
 
 Key = TypeVar("Key")
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on, shared among the processes of a node under torchrun."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def default_workers(cores: int) -> int:

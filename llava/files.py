@@ -25,12 +25,12 @@ def atomic_write(path) -> Iterator[Path]:
 
 
 def write_video(path, frames: Iterable[np.ndarray], fps: int, crf: int | None = None, preset: str | None = None,
-                times_ms: list[int] | None = None) -> Path:
+                times_ms: list[int] | None = None, keyframe_interval: int | None = None) -> Path:
     """Encode (H, W, 3) uint8 RGB frames (an (N, H, W, 3) array or any iterable of them) as an H.264 (libx264,
     yuv420p) .mp4 at `fps` frames a second: the one writer of the generated test, demo and benchmark videos.
 
-    crf, preset: libx264 settings (its defaults when None). times_ms: the time of each frame in milliseconds, for a
-    variable frame rate.
+    crf, preset, keyframe_interval (frames between keyframes): libx264 settings (its defaults when None). times_ms: the
+    time of each frame in milliseconds, for a variable frame rate.
     """
     import av
 
@@ -41,7 +41,8 @@ def write_video(path, frames: Iterable[np.ndarray], fps: int, crf: int | None = 
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
-        stream.options = {name: str(value) for name, value in (("preset", preset), ("crf", crf)) if value is not None}
+        settings = (("preset", preset), ("crf", crf), ("g", keyframe_interval))
+        stream.options = {name: str(value) for name, value in settings if value is not None}
         if times_ms is not None:
             stream.codec_context.time_base = millisecond
         for index, image in enumerate(itertools.chain([first], images)):

@@ -7,9 +7,13 @@ with the released arithmetic (x * 1/255 in float64, cast to float32, then (x - m
 
 Text: the `qwen_1_5` chat template; each video of a prompt is one `<video>` token, which the processor expands to the
 exact number of visual tokens the model will scatter there (`video_token_count`), and the video's question becomes
-the CLIP query of DKS and DFM (truncated to CLIP's 77 tokens).
+the CLIP query of DKS and DFM (truncated to CLIP's 77 tokens), tokenised by the checkpoint's CLIP tokenizer or
+`default_clip_tokenizer()`, the real CLIP ViT-B/32 one, built offline.
 """
 
+import functools
+import gzip
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import BatchFeature, ProcessorMixin
+from transformers import BatchFeature, CLIPTokenizer, ProcessorMixin
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from llava.errors import VilampError
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -151,6 +158,44 @@ def expand_video_tokens(ids, video_token_id: int, counts) -> list[int]:
     for token in ids:
         out += [token] * next(counts) if token == video_token_id else [token]
     return out
+
+
+# CLIP's BPE vocabulary as OpenAI released it, shipped by the PyPI package `openai-clip` (import name `clip`; its
+# dependencies are ftfy, regex and tqdm, unlike open-clip-torch, which pulls in torchvision). Its first line is a
+# version header, then merges by rank; CLIP keeps the first 49152 - 256 - 2 of them.
+CLIP_BPE_PACKAGE, CLIP_BPE_FILE = "clip", "bpe_simple_vocab_16e6.txt.gz"
+CLIP_BPE_MERGES = 49152 - 256 - 2
+CLIP_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
+CLIP_VOCAB_SIZE = 2 * 256 + CLIP_BPE_MERGES + len(CLIP_SPECIAL_TOKENS)  # 49,408
+
+
+class ClipVocabularyMissing(VilampError, FileNotFoundError):
+    """The package that ships CLIP's BPE vocabulary is not installed."""
+
+
+def default_clip_tokenizer() -> CLIPTokenizer:
+    """The CLIP ViT-B/32 tokenizer of the released DKS query (openai/clip-vit-base-patch32): byte-level BPE with
+    49,408 tokens, `<|startoftext|>` 49406, `<|endoftext|>` 49407 (also padding), at most 77 tokens. Built from the
+    vocabulary file `openai-clip` ships; nothing is downloaded. Each call returns a new tokenizer."""
+    vocab, merges = _clip_bpe()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=CLIP_MAX_TOKENS)
+
+
+@functools.cache
+def _clip_bpe() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
+    """-> (vocabulary as (token, id) pairs, merges in rank order) of CLIP's BPE. The ids: the 256 byte symbols (in
+    the byte-to-unicode order), the same with the end-of-word mark `</w>`, one per merge, then the two specials."""
+    spec = importlib.util.find_spec(CLIP_BPE_PACKAGE)  # locates the folder without importing it (needs torchvision)
+    path = Path(next(iter(spec.submodule_search_locations))) / CLIP_BPE_FILE if spec else None
+    if path is None or not path.is_file():
+        raise ClipVocabularyMissing(f"CLIP's BPE vocabulary ({CLIP_BPE_FILE}) was not found: install it with "
+                                    "`pip install openai-clip==1.0.1` (requirements.txt), or put the tokenizer "
+                                    "files of openai/clip-vit-base-patch32 in the checkpoint's clip_tokenizer/")
+    lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
+    merges = tuple(tuple(line.split()) for line in lines[1 : 1 + CLIP_BPE_MERGES])
+    symbols = list(bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges] + list(CLIP_SPECIAL_TOKENS)
+    return tuple((token, i) for i, token in enumerate(tokens)), merges
 
 
 def tokenize_query(clip_tokenizer, question: str) -> tuple[torch.Tensor, torch.Tensor]:

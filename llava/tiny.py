@@ -21,10 +21,9 @@ from llava.model.builder import processor_settings
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.merger import COMPOSERS
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
-from llava.processing import VilampProcessor
+from llava.processing import CLIP_SPECIAL_TOKENS, VilampProcessor
 
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CLIP_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>"]
 
 # Text the tokenizers are trained on: the chat template, the benchmark prompts and everyday words.
 _CORPUS = """You are a helpful assistant. system user assistant
@@ -66,7 +65,7 @@ def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
 
 def build_clip_tokenizer() -> PreTrainedTokenizerFast:
     """CLIP-style: every query is wrapped in <|startoftext|> ... <|endoftext|>."""
-    raw = train_bpe(CLIP_SPECIAL_TOKENS, 400)
+    raw = train_bpe(list(CLIP_SPECIAL_TOKENS), 400)
     bos, eos = (raw.token_to_id(t) for t in CLIP_SPECIAL_TOKENS)
     raw.post_processor = processors.TemplateProcessing(
         single=f"{CLIP_SPECIAL_TOKENS[0]} $A {CLIP_SPECIAL_TOKENS[1]}",

@@ -5,15 +5,18 @@ Protocol of the paper: keep one decoded frame every `int(fps)` frames (at least 
 images, and each is resized to the SigLIP and CLIP resolutions as it arrives: memory holds model-resolution uint8
 frames plus a few frames at full resolution.
 
-PyAV is tried first; for large frames a background thread decodes (frame-parallel FFmpeg decoding) while the caller's
-thread resizes, with at most `DECODE_QUEUE` full-resolution frames in between. decord (`VideoReader.get_batch` on the computed
-indices) is the fallback; at 1 fps nearly every frame must be decoded anyway, and decord was measured slower and 9x
+PyAV is tried first. Frames of 640x360 and more are decoded in parallel segments: the video is cut at keyframes into
+one range per thread, each decoded (seeking to its keyframe) and resized by its own thread, frames identified by
+their timestamps; the pixels are those of one sequential decode, which is the path for small frames, one thread, or
+files whose timestamps are missing or repeated. decord (`VideoReader.get_batch` on the computed indices) is the
+fallback; at 1 fps nearly every frame must be decoded anyway, and decord was measured slower and 9x
 heavier in memory on long-GOP H.264 (docs/PERFORMANCE.md). Indices count decoded frames, so variable-frame-rate files
 use their average rate.
 """
 
-import queue
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +30,7 @@ from llava.processing import VideoFrames, VideoProcessor
 
 Progress = Callable[[int, int], None]  # (frames kept so far, frames planned)
 DECODE_BATCH = 16  # full-resolution frames held at once by the decord path
-DECODE_QUEUE = 4  # full-resolution frames waiting between the PyAV decoding thread and the resizing
-BACKGROUND_DECODE_PIXELS = 640 * 360  # frames at least this large are decoded in a background thread
+PARALLEL_DECODE_PIXELS = 640 * 360  # frames at least this large decode in parallel segments
 
 
 class VideoDecodeError(VilampError, RuntimeError):
@@ -66,27 +68,34 @@ def sample_indices(total_frames: int, fps: float, max_frame_num: int, sample_fps
 
 
 class _FrameSink:
-    """Resizes each incoming full-resolution frame to both model resolutions, straight into preallocated uint8
-    arrays (no list of frames to stack afterwards, which would hold every frame twice)."""
+    """Resizes each incoming full-resolution frame to both model resolutions, straight into its slot of preallocated
+    uint8 arrays (no list of frames to stack afterwards, which would hold every frame twice). Threads may fill
+    different slots at once."""
 
     def __init__(self, processor: VideoProcessor, planned: int, progress: Progress | None):
         self.processor, self.planned, self.progress = processor, planned, progress
         side, clip = processor.siglip_size, processor.clip_size
         self.siglip = np.empty((planned, side, side, 3), dtype=np.uint8)
         self.clip = np.empty((planned, clip, clip, 3), dtype=np.uint8)
-        self.count = 0
+        self.filled = np.zeros(planned, dtype=bool)
+        self.lock = threading.Lock()
 
-    def add(self, image: Image.Image) -> None:
-        image = image.convert("RGB")
-        self.siglip[self.count] = self.processor.siglip_frame(image)
-        self.clip[self.count] = self.processor.clip_frame(image)
-        self.count += 1
+    def put(self, slot: int, image: Image.Image) -> None:
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        self.siglip[slot] = self.processor.siglip_frame(image)
+        self.clip[slot] = self.processor.clip_frame(image)
+        with self.lock:
+            self.filled[slot] = True
+            count = int(self.filled.sum()) if self.progress is not None else 0
         if self.progress is not None:
-            self.progress(self.count, self.planned)
+            self.progress(count, self.planned)
 
     def frames(self) -> VideoFrames:
-        """The frames received (fewer than planned when the file ends early)."""
-        return VideoFrames(torch.from_numpy(self.siglip[: self.count]), torch.from_numpy(self.clip[: self.count]))
+        """The frames received, in slot order (fewer than planned when the file ends early)."""
+        kept = np.flatnonzero(self.filled)
+        if len(kept) == self.planned:
+            return VideoFrames(torch.from_numpy(self.siglip), torch.from_numpy(self.clip))
+        return VideoFrames(torch.from_numpy(self.siglip[kept]), torch.from_numpy(self.clip[kept]))
 
 
 def _valid_fps(fps) -> bool:
@@ -107,8 +116,8 @@ def _decode_decord(path: Path, processor: VideoProcessor, max_frame_num: int, sa
     sink = _FrameSink(processor, len(indices), progress)
     for start in range(0, len(indices), DECODE_BATCH):
         batch = reader.get_batch(indices[start : start + DECODE_BATCH]).asnumpy()  # (B, H, W, 3) uint8
-        for frame in batch:
-            sink.add(Image.fromarray(frame))
+        for slot, frame in enumerate(batch, start):
+            sink.put(slot, Image.fromarray(frame))
     return DecodedVideo(sink.frames(), indices, float(fps), total, "decord")
 
 
@@ -130,77 +139,76 @@ def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, samp
             raise VideoDecodeError(path, "no video stream in the file")
         stream = container.streams.video[0]
         fps = _pyav_rate(stream, container)
-        large = stream.codec_context.width * stream.codec_context.height >= BACKGROUND_DECODE_PIXELS
+        large = stream.codec_context.width * stream.codec_context.height >= PARALLEL_DECODE_PIXELS
         # The container's frame count is unreliable (absent, or wrong for variable frame rate): count packets.
-        total = sum(1 for packet in container.demux(stream) if packet.size)
-    if total == 0:
+        packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.size]
+    if not packets:
         raise VideoDecodeError(path, "zero-length video (no frames)")
     if fps is None:
         raise VideoDecodeError(path, "no frame rate in the file's metadata")
-    indices = sample_indices(total, fps, max_frame_num, sample_fps)
-    sink, kept = _FrameSink(processor, len(indices), progress), []
-    for position, image in _decoded_frames(path, indices, threads, background=large):
-        sink.add(image)
-        kept.append(position)
-    if not kept:
+    indices = sample_indices(len(packets), fps, max_frame_num, sample_fps)
+    threads = threads or available_cores()
+    sink = _FrameSink(processor, len(indices), progress)
+    timestamps = sorted(pts for pts, _ in packets) if all(pts is not None for pts, _ in packets) else None
+    if large and threads > 1 and timestamps is not None and len(set(timestamps)) == len(timestamps):
+        keyframes = sorted(pts for pts, key in packets if key)
+        wanted = {timestamps[position]: slot for slot, position in enumerate(indices)}
+        bounds = _segment_bounds(keyframes, list(wanted), threads)
+        with ThreadPoolExecutor(len(bounds) - 1) as pool:
+            list(pool.map(lambda start, end: _decode_range(path, sink, wanted, start, end, 1),
+                          bounds[:-1], bounds[1:]))
+    if not sink.filled.all():  # small frames, one thread, no usable timestamps, or a segment came out short
+        sink.filled[:] = False
+        _decode_range(path, sink, dict(zip(indices, range(len(indices)))), None, None, threads)
+    if not sink.filled.any():
         raise VideoDecodeError(path, "no frame could be decoded")
-    return DecodedVideo(sink.frames(), kept, fps, total, "pyav")
+    return DecodedVideo(sink.frames(), [indices[slot] for slot in np.flatnonzero(sink.filled)], fps,
+                        len(packets), "pyav")
 
 
-def _decoded_frames(path: Path, indices: list[int], threads: int, background: bool):
-    """Yield (position, PIL image) for the wanted decoded-frame positions; FFmpeg decodes with `threads` threads
-    (0: as many as it sees cores).
+def available_cores() -> int:
+    """CPU cores this process may use: its affinity set, shared among the processes of a node under torchrun."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
-    background: decode in a thread while the caller resizes. Worth it for large frames only: each hand-off through
-    the queue can wait for Python's thread switch interval (5 ms), more than small frames take to decode.
+
+def _segment_bounds(keyframes: list, wanted: list, count: int) -> list:
+    """Timestamps cutting the video into at most `count` ranges [bound_i, bound_i+1), each starting at a keyframe
+    (decodable alone) and holding about as many wanted frames; the last bound is infinity."""
+    bounds = [keyframes[0]]
+    for part in range(1, count):
+        target = wanted[len(wanted) * part // count]
+        start = max((key for key in keyframes if key <= target), default=bounds[-1])
+        if start > bounds[-1]:
+            bounds.append(start)
+    return bounds + [float("inf")]
+
+
+def _decode_range(path: Path, sink: _FrameSink, wanted: dict[int, int], start, end, threads: int) -> None:
+    """Decode the frames of `path` whose key is in `wanted` ({key: sink slot}) into `sink`, resized as they come.
+
+    With `start`/`end` (timestamps, `start` a keyframe's) the key is the frame's timestamp and decoding seeks to
+    `start` and stops at `end`; without, the key is the frame's position in the decoded sequence, from the first
+    frame to the last wanted one. FFmpeg decodes with `threads` threads (frame-parallel).
     """
     import av
     from av.video.reformatter import VideoReformatter
 
-    wanted, last = set(indices), indices[-1]
-
-    def frames():
-        to_rgb = VideoReformatter()  # reused: `frame.to_image()` builds a converter per frame (~7 ms each)
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"  # frame-parallel FFmpeg decoding
-            stream.codec_context.thread_count = threads
-            for position, frame in enumerate(container.decode(video=0)):
-                if position > last:
-                    return
-                if position in wanted:
-                    yield position, to_rgb.reformat(frame, format="rgb24").to_image()
-
-    if not background:
-        yield from frames()
-        return
-    handoff: queue.Queue = queue.Queue(maxsize=DECODE_QUEUE)
-    stop = threading.Event()
-
-    def decode() -> None:
-        try:
-            for item in frames():
-                if stop.is_set():
-                    break
-                handoff.put(item)
-        except Exception as error:  # handed to the consumer, which raises it
-            handoff.put(error)
-        handoff.put(None)
-
-    worker = threading.Thread(target=decode, daemon=True)
-    worker.start()
-    try:
-        while (item := handoff.get()) is not None:
-            if isinstance(item, Exception):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                handoff.get(timeout=0.1)
-            except queue.Empty:
-                pass
+    to_rgb = VideoReformatter()  # reused: `frame.to_image()` builds a converter per frame (~7 ms each)
+    last = max(wanted)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        if start is not None:
+            container.seek(start, stream=stream)
+        for position, frame in enumerate(container.decode(stream)):
+            key = position if start is None else frame.pts
+            if key > last or (end is not None and key >= end):
+                return
+            slot = wanted.get(key)
+            if slot is not None and (start is None or key >= start):
+                sink.put(slot, to_rgb.reformat(frame, format="rgb24").to_image())
 
 
 def probe_duration(path) -> float:
@@ -226,7 +234,7 @@ def load_video(
 
     backend: "auto" (PyAV, then decord if PyAV fails on the file), "pyav" or "decord".
     progress: called after each kept frame with (frames kept so far, frames planned).
-    threads: decoding threads (0: PyAV lets FFmpeg use every core; decord then uses one).
+    threads: decoding threads (0: `available_cores()` for PyAV, 1 for decord).
     Raises `VideoDecodeError` naming the file for a missing, empty, corrupt or rate-less video.
     """
     path = Path(path)

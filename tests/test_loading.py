@@ -1,5 +1,7 @@
-"""Loading checkpoints, preprocessing against the released processors, and the one-video question API."""
+"""Loading checkpoints (dtype, device, quantization flags, the CLIP query tokenizer), preprocessing against the
+released processors, and the one-video question API."""
 
+import json
 import logging
 import shutil
 
@@ -7,12 +9,20 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoProcessor
+from transformers.quantizers.quantizers_utils import should_convert_module
 
 from llava.conversation import multiple_choice_prompt
+from llava.convert import convert
 from llava.inference import answer_video
-from llava.model.builder import CheckpointError, load_model, load_pretrained_model, resolve_attn_implementation
-from llava.processing import VideoProcessor, normalize_clip, normalize_siglip
+from llava.model import LlavaQwenForCausalLM
+from llava.model.builder import (NOT_QUANTIZED, CheckpointError, QuantizationUnavailable, load_model,
+                                 load_pretrained_model, resolve_attn_implementation)
+from llava.processing import VideoProcessor, default_clip_tokenizer, normalize_clip, normalize_siglip, tokenize_query
+from llava.tiny import build_qwen_tokenizer, tiny_config
 from tests.conftest import ORACLE
+
+CASE_J = json.loads((ORACLE / "case_j" / "meta.json").read_text())
 
 
 def test_load_pretrained_model_returns_the_released_tuple(tiny_model):
@@ -120,3 +130,54 @@ def test_clip_frames_equal_transformers_clip_processor_on_many_shapes():
                                                    return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
         ours = processor(image[None]).clip[0].numpy()
         assert np.array_equal(ours, reference.astype(np.uint8)), (height, width)
+
+
+def test_the_default_clip_tokenizer_gives_the_original_query_ids():
+    tokenizer = default_clip_tokenizer()
+    assert len(tokenizer) == 49408 and (tokenizer.bos_token_id, tokenizer.eos_token_id) == (49406, 49407)
+    assert tokenizer.get_vocab() == json.loads((ORACLE / "case_j" / "clip_tokenizer" / "vocab.json").read_text())
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    ids, mask = tokenize_query(tokenizer, CASE_J["clip_query_text"])  # 127 tokens, truncated as the original did
+    assert ids.tolist() == CASE_J["clip_query_input_ids"] and mask.tolist() == [1] * 77
+    assert tokenizer(CASE_J["clip_query_text"]).input_ids == CASE_J["clip_query_untruncated_ids"]
+
+
+def test_a_checkpoint_without_a_clip_tokenizer_tokenizes_queries_as_the_original(tmp_path):
+    """A released-layout folder (weights, config, Qwen tokenizer; no clip/ folder) whose CLIP has CLIP's vocabulary."""
+    torch.manual_seed(0)
+    tokenizer = build_qwen_tokenizer()
+    LlavaQwenForCausalLM(tiny_config(tokenizer, default_clip_tokenizer())).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    _, model, processor, _ = load_pretrained_model(tmp_path, device_map="cpu")
+    ids, mask = tokenize_query(processor.clip_tokenizer, CASE_J["clip_query_text"])
+    assert ids.tolist() == CASE_J["clip_query_input_ids"]
+    with torch.no_grad():
+        assert model.model.embed_query(ids, mask).shape == (model.model.frame_selector.embed_dim,)
+    convert(tmp_path)  # the processor files, for AutoProcessor
+    saved = AutoProcessor.from_pretrained(tmp_path).clip_tokenizer
+    assert tokenize_query(saved, CASE_J["clip_query_text"])[0].tolist() == CASE_J["clip_query_input_ids"]
+
+
+def test_a_checkpoint_loads_in_its_dtype_with_the_stored_values(tiny_checkpoint, tmp_path):
+    load_model(tiny_checkpoint).to(torch.bfloat16).save_pretrained(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    model = load_model(tmp_path, "cpu", "bf16")
+    for name, parameter in model.named_parameters():
+        assert parameter.dtype == torch.bfloat16 and parameter.device.type == "cpu", name
+        assert torch.equal(parameter, stored[name]), name
+
+
+def test_quantized_loading_is_refused_in_one_line_where_it_cannot_run(tiny_checkpoint):
+    for flag in ("load_8bit", "load_4bit"):
+        with pytest.raises(QuantizationUnavailable, match=f"^{flag} needs bitsandbytes on a CUDA GPU[^\n]*$"):
+            load_pretrained_model(tiny_checkpoint, device_map="cpu", **{flag: True})
+    with pytest.raises(ValueError, match="choose one"):
+        load_pretrained_model(tiny_checkpoint, device_map="cpu", load_8bit=True, load_4bit=True)
+
+
+def test_quantization_covers_exactly_the_language_models_decoder_layers(tiny_model):
+    model = tiny_model[1]
+    linears = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    quantized = {name for name in linears if should_convert_module(name, list(NOT_QUANTIZED))}
+    assert quantized == {name for name in linears if name.startswith("model.layers.")}
+    assert len(quantized) == 7 * model.config.num_hidden_layers  # q, k, v, o, gate, up, down

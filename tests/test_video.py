@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
-from llava.eval.synthetic import write_video
+from llava import files, video
+from llava.eval.synthetic import frame_image, write_video
 from llava.processing import VideoProcessor
 from llava.video import VideoDecodeError, load_video, sample_indices
 
@@ -34,6 +36,28 @@ def test_backends_agree_and_frames_are_model_sized(clip):
     assert decord.frames.siglip.dtype == decord.frames.clip.dtype == pyav.frames.siglip.dtype
     assert (decord.frames.siglip.int() - pyav.frames.siglip.int()).abs().max() <= 2
     assert load_video(clip, PROCESSOR, max_frame_num=2).indices == [0, 8]
+
+
+@pytest.mark.parametrize("variable_rate", [False, True])
+def test_parallel_segments_give_the_frames_of_one_sequential_decode(tmp_path, monkeypatch, variable_rate):
+    """640x360 (decoded in segments), a keyframe every 6 frames, B-frames (libx264's default): 2 and 3 threads cut
+    the video at keyframes; the frames and indices equal those of one thread decoding it all in order."""
+    frames = [frame_image(index, 640, 360) for index in range(45)]
+    times_ms = [index * 125 + (40 if index % 2 else 0) for index in range(45)] if variable_rate else None
+    path = files.write_video(tmp_path / "large.mp4", frames, 8, times_ms=times_ms, keyframe_interval=6)
+    segments = []
+    real_range = video._decode_range
+    monkeypatch.setattr(video, "_decode_range", lambda path, sink, wanted, start, end, threads: (
+        segments.append(start), real_range(path, sink, wanted, start, end, threads)))
+    one = load_video(path, PROCESSOR, max_frame_num=5, sample_fps=2.0, threads=1)
+    assert segments == [None]  # one thread: one sequential decode
+    for threads in (2, 3):
+        segments.clear()
+        parallel = load_video(path, PROCESSOR, max_frame_num=5, sample_fps=2.0, threads=threads)
+        assert len(segments) == threads and None not in segments
+        assert parallel.indices == one.indices == [0, 8, 20, 32, 44]
+        assert torch.equal(parallel.frames.siglip, one.frames.siglip)
+        assert torch.equal(parallel.frames.clip, one.frames.clip)
 
 
 def test_variable_frame_rate(tmp_path):

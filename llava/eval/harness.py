@@ -148,11 +148,14 @@ def find_video(item: Item) -> Path:
     return item.videos[0]  # decoding it reports "video file not found" with its name
 
 
-def decode_ahead(args, processor) -> int:
-    """How many videos may decode while one is answered: the decoded videos held stay within --decode_memory_gb."""
+def decode_ahead(args, pool) -> int:
+    """How many videos may decode while one is answered: one per worker, fewer when the decoded videos held would
+    not fit in --decode_memory_gb. (More would not decode faster, and under torchrun would claim videos that another
+    rank could take.)"""
     from llava.decode_pool import video_bytes
 
-    return max(0, int(args.decode_memory_gb * 2**30) // video_bytes(processor.video_processor, args.max_frames) - 1)
+    fit = int(args.decode_memory_gb * 2**30) // video_bytes(pool.processor, args.max_frames)
+    return max(0, min(pool.workers, fit - 1))
 
 
 def evaluate(benchmark: Benchmark, run: str, groups: Iterable[list[Item]], handle, model_bundle, args,
@@ -178,7 +181,7 @@ def evaluate(benchmark: Benchmark, run: str, groups: Iterable[list[Item]], handl
     videos = ((group, find_video(group[0])) for group in groups)
     with (DecodePool(processor.video_processor, args.decode_workers, args.decode_timeout or None) as pool,
           tqdm(total=total, desc=benchmark.name, unit="q", dynamic_ncols=True) as bar):
-        for group, decoding in prefetch(pool, videos, args.max_frames, decode_ahead(args, processor)):
+        for group, decoding in prefetch(pool, videos, args.max_frames, decode_ahead(args, pool)):
             started = time.perf_counter()
             try:
                 video, video_error = decoding.result().frames, None

@@ -13,24 +13,29 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, CLIPTokenizer
+from transformers import AutoTokenizer, BitsAndBytesConfig, CLIPTokenizer
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 import llava.model  # noqa: F401  (registers llava_qwen with the Auto classes)
 from llava.errors import VilampError
 from llava.model.configuration_llava_qwen import LlavaQwenConfig
 from llava.model.merger import composer_class
 from llava.model.modeling_llava_qwen import LlavaQwenForCausalLM
-from llava.processing import VilampProcessor
+from llava.processing import CLIP_VOCAB_SIZE, VilampProcessor, default_clip_tokenizer
 
 logger = logging.getLogger(__name__)
 
 # Architecture files the oracle fixtures (and the released code's folders) keep beside config.json.
-SIGLIP_CONFIG_FILE = "siglip_vision_config.json"
-CLIP_CONFIG_FILE = "clip_config.json"
+SUB_MODEL_FILES = {"vision_config": "siglip_vision_config.json", "clip_config": "clip_config.json"}
+RELEASED_SUB_MODELS = {"vision_config": "SigLIP-so400m-patch14-384", "clip_config": "CLIP ViT-B/32"}
 CLIP_TOKENIZER_DIR = "clip_tokenizer"  # where `VilampProcessor.save_pretrained` puts the CLIP query tokenizer
 LEGACY_CLIP_TOKENIZER_DIR = "clip"  # where checkpoints written before the processor kept it
 PROCESSOR_FILE = "processor_config.json"
 TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+# Modules `load_8bit` / `load_4bit` leave unquantized (transformers' module-name patterns): everything but the
+# language model's decoder layers, as the released loader did for the vision tower, projector and lm_head.
+NOT_QUANTIZED = ("lm_head", "model.vision_tower", "model.mm_projector", "model.frame_selector",
+                 "model.composer_projector")
 
 
 MODELS_DIR = Path("models")  # where users put checkpoints; a bare name means a folder here
@@ -39,6 +44,10 @@ TINY_COMMAND = "python -m llava.tiny models/tiny-vilamp"
 
 class CheckpointError(VilampError, FileNotFoundError):
     """A checkpoint directory is missing something it needs; the message names it."""
+
+
+class QuantizationUnavailable(VilampError, RuntimeError):
+    """`load_8bit` / `load_4bit` where bitsandbytes or a CUDA device is missing; the message says which."""
 
 
 def find_checkpoint(model: str | os.PathLike | None, flag: str = "--model", default: Path | None = None) -> Path:
@@ -128,18 +137,26 @@ def load_config(model_path: str | os.PathLike, overwrite_config: dict | None = N
     if raw.get("model_type") != "llava_qwen":
         raise ValueError(f"{config_file}: model_type is {raw.get('model_type')!r}, expected 'llava_qwen'")
     config = customized_config if customized_config is not None else LlavaQwenConfig.from_pretrained(model_path)
-    defaults = {"vision_config": "SigLIP-so400m-patch14-384", "clip_config": "CLIP ViT-B/32"}
-    for field, file_name in (("vision_config", SIGLIP_CONFIG_FILE), ("clip_config", CLIP_CONFIG_FILE)):
-        if field in raw or customized_config is not None:
-            continue
-        if (model_path / file_name).exists():
-            setattr(config, field, json.loads((model_path / file_name).read_text()))
-        else:
-            logger.info("%s: config.json has no %s; using the released %s", model_path, field, defaults[field])
+    for field in SUB_MODEL_FILES:
+        if field not in raw and customized_config is None:
+            architecture = sub_model_config(model_path, raw, field)
+            if architecture is not None:
+                setattr(config, field, architecture)
     for key, value in (overwrite_config or {}).items():
         setattr(config, key, value)
     config.check_vilamp_fields()
     return config
+
+
+def sub_model_config(folder: Path, raw: dict, field: str) -> dict | None:
+    """The SigLIP (`vision_config`) or CLIP (`clip_config`) architecture of the checkpoint in `folder` whose
+    config.json is `raw`: that field, else the file beside it, else None (the released architecture)."""
+    if field in raw:
+        return raw[field]
+    if (folder / SUB_MODEL_FILES[field]).exists():
+        return json.loads((folder / SUB_MODEL_FILES[field]).read_text())
+    logger.info("%s: config.json has no %s; using the released %s", folder, field, RELEASED_SUB_MODELS[field])
+    return None
 
 
 def load_model(
@@ -150,17 +167,27 @@ def load_model(
     allow_pickle: bool = False,
     overwrite_config: dict | None = None,
     customized_config: LlavaQwenConfig | None = None,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
 ) -> LlavaQwenForCausalLM:
-    """Config + weights -> an eval-mode model on `device`. Missing or unexpected weights are an error."""
+    """Config + weights -> an eval-mode model on `device`, each tensor read once and placed there in `dtype`.
+    Missing or unexpected weights are an error. `load_8bit` / `load_4bit` quantize the language model's linear
+    layers with bitsandbytes (CUDA only)."""
     model_path = Path(model_path)
     if not model_path.is_dir():
         raise CheckpointError(f"checkpoint directory {model_path} does not exist")
     config = load_config(model_path, overwrite_config, customized_config)
     files = weight_files(model_path, allow_pickle)
+    dtype = resolve_dtype(dtype, device)
+    quantization = quantization_config(load_8bit, load_4bit, device, dtype)
     model, info = LlavaQwenForCausalLM.from_pretrained(
         model_path,
         config=config,
-        dtype=resolve_dtype(dtype, device),
+        dtype=dtype,
+        # Straight to the device, tensor by tensor (no whole host copy); under ZeRO-3 transformers partitions the
+        # weights as it loads them instead, and refuses a device_map.
+        device_map=None if is_deepspeed_zero3_enabled() else {"": device},
+        quantization_config=quantization,
         attn_implementation=resolve_attn_implementation(attn_implementation, device),
         use_safetensors=files[0].suffix == ".safetensors",
         output_loading_info=True,
@@ -169,7 +196,26 @@ def load_model(
     if problems:
         details = "; ".join(f"{k}: {sorted(map(str, v))[:8]}" for k, v in problems.items())
         raise CheckpointError(f"{model_path}: weights do not match the config ({details})")
-    return model.to(device).eval()
+    return model.eval()
+
+
+def quantization_config(load_8bit: bool, load_4bit: bool, device: str, dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """The released flags as a bitsandbytes config: int8 (LLM.int8) or 4-bit NF4 with double quantization and
+    `dtype` compute, for the language model's linear layers only (`NOT_QUANTIZED` keep `dtype`)."""
+    if not (load_8bit or load_4bit):
+        return None
+    flag = "load_8bit" if load_8bit else "load_4bit"
+    if load_8bit and load_4bit:
+        raise ValueError("load_8bit and load_4bit were both set; choose one")
+    if not (str(device).startswith("cuda") and torch.cuda.is_available()):
+        raise QuantizationUnavailable(f"{flag} needs bitsandbytes on a CUDA GPU and this machine has none (device "
+                                      f"{device}); load without {flag} (bf16 on a GPU, float32 on CPU)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise QuantizationUnavailable(f"{flag} needs bitsandbytes: pip install -r requirements-gpu.txt")
+    if load_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(NOT_QUANTIZED))
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=list(NOT_QUANTIZED))
 
 
 def processor_settings(config: LlavaQwenConfig) -> dict:
@@ -185,8 +231,8 @@ def processor_settings(config: LlavaQwenConfig) -> dict:
 
 def load_processor(model_path: str | os.PathLike, config: LlavaQwenConfig | None = None) -> VilampProcessor:
     """The checkpoint's `VilampProcessor`: its saved files, or (released layout) built from its Qwen tokenizer, its
-    CLIP tokenizer (`clip_tokenizer/`, `clip/` or the config's `clip_model_path`) and its config. Either way the
-    frame sizes and token arithmetic follow `config` (default: the checkpoint's)."""
+    CLIP tokenizer (`clip_tokenizer/`, `clip/`, the config's `clip_model_path`, else CLIP ViT-B/32's) and its config.
+    Either way the frame sizes and token arithmetic follow `config` (default: the checkpoint's)."""
     model_path = Path(model_path)
     config = config or load_config(model_path)
     if (model_path / PROCESSOR_FILE).exists():
@@ -194,30 +240,37 @@ def load_processor(model_path: str | os.PathLike, config: LlavaQwenConfig | None
         for name, value in processor_settings(config).items():
             setattr(processor, name, value)
         return processor
-    if not _has_tokenizer(model_path):
+    if not has_tokenizer(model_path):
         raise CheckpointError(f"{model_path}: no tokenizer (need tokenizer.json, or vocab.json + merges.txt)")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    return VilampProcessor(tokenizer, load_clip_tokenizer(model_path, config), **processor_settings(config))
-
-
-def load_clip_tokenizer(model_path: Path, config: LlavaQwenConfig) -> CLIPTokenizer:
-    """The CLIP tokenizer for the DKS query: `<checkpoint>/clip/`, else the config's `clip_model_path` if it exists."""
-    candidates = [model_path / CLIP_TOKENIZER_DIR, model_path / LEGACY_CLIP_TOKENIZER_DIR]
+    folders = [model_path / CLIP_TOKENIZER_DIR, model_path / LEGACY_CLIP_TOKENIZER_DIR]
     if config.clip_model_path:
-        candidates.append(Path(config.clip_model_path))
-    for folder in candidates:
-        if _has_tokenizer(folder):
+        folders.append(Path(config.clip_model_path))
+    return VilampProcessor(tokenizer, load_clip_tokenizer(folders, config), **processor_settings(config))
+
+
+def load_clip_tokenizer(folders: list[Path], config: LlavaQwenConfig) -> CLIPTokenizer:
+    """The CLIP tokenizer of the DKS query: the first of `folders` that holds tokenizer files, else CLIP ViT-B/32's
+    (`default_clip_tokenizer`), which fits a CLIP text model of its 49,408 tokens (the released one)."""
+    for folder in folders:
+        if has_tokenizer(folder):
             return AutoTokenizer.from_pretrained(folder)
-    raise CheckpointError(
-        f"no CLIP tokenizer found in {' or '.join(map(str, candidates))}. Put the tokenizer files of "
-        f"openai/clip-vit-base-patch32 (tokenizer.json, or vocab.json + merges.txt) in {candidates[0]}"
-    )
+    vocab_size = config.frame_selector_clip_config.text_config.vocab_size
+    if vocab_size != CLIP_VOCAB_SIZE:
+        raise CheckpointError(
+            f"no CLIP tokenizer found in {' or '.join(map(str, folders))}, and CLIP ViT-B/32's cannot stand in: the "
+            f"checkpoint's CLIP text model has {vocab_size} tokens, not {CLIP_VOCAB_SIZE}. Put its tokenizer files "
+            f"(tokenizer.json, or vocab.json + merges.txt) in {folders[0]}")
+    logger.info("no CLIP tokenizer in %s; using CLIP ViT-B/32's", " or ".join(map(str, folders)))
+    return default_clip_tokenizer()
 
 
 def load_pretrained_model(
     model_path: str | os.PathLike,
     model_base: str | os.PathLike | None = None,
     model_name: str = "llava_qwen",
+    load_8bit: bool = False,
+    load_4bit: bool = False,
     device_map: str | None = "auto",
     dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
@@ -232,6 +285,7 @@ def load_pretrained_model(
 
     `model_base` is the base checkpoint of a LoRA adapter stored at `model_path` (merged on load).
     `model_name` is accepted for compatibility with the released callers; the architecture comes from the config.
+    `load_8bit` / `load_4bit` quantize the language model's linear layers (bitsandbytes, CUDA only; see `load_model`).
     `device_map` ("auto", "cpu", "cuda", "cuda:N"; `device` is an alias) and `torch_dtype` (alias of `dtype`) as the
     released callers pass them. A checkpoint without `video_token_id` in its config (released) gets the processor's.
     """
@@ -240,12 +294,15 @@ def load_pretrained_model(
     dtype = dtype if dtype is not None else torch_dtype
     if model_base is None:
         model = load_model(model_path, device, dtype, attn_implementation, allow_pickle, overwrite_config,
-                           customized_config)
+                           customized_config, load_8bit, load_4bit)
         processor_path = model_path
     else:
+        if load_8bit or load_4bit:
+            raise ValueError("load_8bit / load_4bit with model_base: merge the LoRA adapter first "
+                             "(python -m llava.train.merge_lora), then load the merged checkpoint quantized")
         model = _load_lora(model_path, Path(model_base), device, dtype, attn_implementation, allow_pickle,
                            overwrite_config, customized_config)
-        processor_path = model_path if _has_tokenizer(model_path) else Path(model_base)
+        processor_path = model_path if has_tokenizer(model_path) else Path(model_base)
     processor = load_processor(processor_path, model.config)
     if model.config.video_token_id is None:
         model.config.video_token_id = processor.video_token_id
@@ -265,5 +322,6 @@ def _load_lora(adapter_path, base_path, device, dtype, attn, allow_pickle, overw
     return PeftModel.from_pretrained(base, adapter_path).merge_and_unload().eval()
 
 
-def _has_tokenizer(folder: Path) -> bool:
+def has_tokenizer(folder: Path) -> bool:
+    """Whether `folder` holds the files of a Hugging Face tokenizer."""
     return any(all((folder / name).exists() for name in names) for names in TOKENIZER_FILE_SETS)

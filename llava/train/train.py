@@ -14,7 +14,9 @@ template). A LoRA run saves the adapter instead; merge it with `python -m llava.
 
 import logging
 import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
@@ -201,16 +203,54 @@ class VideoTrainer(Trainer):
         super()._save(output_dir, state_dict)
 
 
-def shape_scalars_for_deepspeed(model) -> list[str]:
+SCALAR_MARK = "vilamp_scalar"  # set on 0-dim parameters reshaped to (1,) for DeepSpeed
+
+
+def reshape_scalar_parameters(module: torch.nn.Module, recurse: bool = True) -> None:
     """DeepSpeed 0.19 broadcasts parameters as `p.data.view(torch.uint8)`, which fails for 0-dim parameters (DFM
-    `tau`, CLIP `logit_scale`). Give them shape (1,) while training (values and broadcasting unchanged); returns
-    their names, which `VideoTrainer._save` writes back as scalars."""
-    names = []
-    for name, param in model.named_parameters():
-        if param.dim() == 0:
+    `tau`, CLIP `logit_scale`). Give them shape (1,) while training (values and broadcasting unchanged) and mark
+    them, so that `VideoTrainer._save` writes them back as scalars; the module then reads a checkpoint's scalar
+    into the (1,) parameter."""
+    for owner in module.modules() if recurse else [module]:
+        names = [n for n, p in owner.named_parameters(recurse=False) if p.dim() == 0]
+        for name in names:
+            param = getattr(owner, name)
             param.data = param.data.reshape(1)
-            names.append(name)
-    return names
+            setattr(param, SCALAR_MARK, True)
+        if names:
+            owner.register_load_state_dict_pre_hook(partial(_load_scalars_as_vectors, names=names))
+
+
+def _load_scalars_as_vectors(module, state_dict, prefix, *args, names: list[str]) -> None:
+    for name in names:
+        if prefix + name in state_dict:
+            state_dict[prefix + name] = state_dict[prefix + name].reshape(1)
+
+
+def scalar_parameter_names(model: torch.nn.Module) -> list[str]:
+    return [name for name, param in model.named_parameters() if getattr(param, SCALAR_MARK, False)]
+
+
+@contextmanager
+def zero3_partitioned_creation():
+    """Under ZeRO-3, `from_pretrained` creates the model inside `deepspeed.zero.Init`: each module's parameters are
+    partitioned as soon as the module exists (a rank allocates only its 1/world_size share) and only rank 0 reads
+    the checkpoint's values. This context makes that Init first reshape the module's 0-dim parameters (see
+    `reshape_scalar_parameters`), which zero.Init would otherwise fail to broadcast."""
+    import deepspeed
+
+    deepspeed.init_distributed()  # a no-op where accelerate already did it (GPUs); --use_cpu leaves it to us
+
+    class ScalarSafeInit(deepspeed.zero.Init):
+        def _post_init_method(self, module):
+            reshape_scalar_parameters(module, recurse=False)
+            super()._post_init_method(module)
+
+    original, deepspeed.zero.Init = deepspeed.zero.Init, ScalarSafeInit
+    try:
+        yield
+    finally:
+        deepspeed.zero.Init = original
 
 
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, args: VideoTrainingArguments) -> VideoTrainer:
@@ -222,17 +262,12 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, args: Vi
         raise TrainingSetupError("--mm_vision_tower_lr is set but mm_vision_tower is not in --mm_tunable_parts")
     records = load_training_records(data_args.data_path, data_args.video_folder, data_args.frames_upbound, args.seed)
     zero3 = transformers.integrations.is_deepspeed_zero3_enabled()
-    if zero3:
-        # Load whole float32 weights on every rank (CPU memory: ~4 bytes a parameter per process), not partitioned
-        # while loading: zero.Init would broadcast the 0-dim parameters before `shape_scalars_for_deepspeed`
-        # can reshape them. DeepSpeed partitions the weights when the Trainer starts.
-        transformers.integrations.deepspeed.unset_hf_deepspeed_config()
-    _, model, processor, checkpoint_max_length = load_pretrained_model(
-        model_args.model_name_or_path, device="cpu", dtype=torch.float32,
-        attn_implementation=model_args.attn_implementation,
-    )
-    if zero3:
-        transformers.integrations.deepspeed.set_hf_deepspeed_config(args.hf_deepspeed_config)
+    # Float32 master weights; under ZeRO-3 created partitioned (the TrainingArguments set the DeepSpeed config).
+    with zero3_partitioned_creation() if zero3 else nullcontext():
+        _, model, processor, checkpoint_max_length = load_pretrained_model(
+            model_args.model_name_or_path, device=str(args.device), dtype=torch.float32,
+            attn_implementation=model_args.attn_implementation,
+        )
     max_length = args.model_max_length or checkpoint_max_length
     model.config.tokenizer_model_max_length = processor.tokenizer.model_max_length = max_length
     model.config.use_cache = False
@@ -242,9 +277,14 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, args: Vi
 
         # image_newline is read outside its module's forward: ZeRO-3 must gather it for the model's forward.
         deepspeed.zero.register_external_parameter(model, model.model.image_newline)
+        # transformers 5's ZeRO-3 loading keeps every checkpoint key conversion, used or not, and saving reverses
+        # them all (CLIP's `text_model.x` would be saved as `text_model.text_model.x`): keep the used ones, as the
+        # unpartitioned loading does.
+        model._weight_conversions = [c for c in getattr(model, "_weight_conversions", []) if c.was_used()]
     if args.lora_enable:
         model = apply_lora(model, args, parts)
-    scalar_names = shape_scalars_for_deepspeed(model) if args.deepspeed else []
+    if args.deepspeed and not zero3:
+        reshape_scalar_parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("training %s: %d records, %d trainable parameters", ", ".join(parts), len(records), trainable)
     cache = DecodedVideoCache(data_args.video_cache_dir, processor.video_processor) if data_args.video_cache_dir else None
@@ -256,7 +296,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, args: Vi
         data_collator=VideoCollator(processor),
         processing_class=processor,
         data_monitor=DataMonitor(len(records) / args.world_size, data_args.max_failed_fraction),
-        scalar_names=scalar_names,
+        scalar_names=scalar_parameter_names(model),
     )
 
 
