@@ -88,6 +88,11 @@ def test_streaming_gives_the_same_text(vilamp_server):
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == whole
 
 
+def test_a_temperature_samples(vilamp_server):
+    completion = ask(vilamp_server, max_tokens=3, temperature=1.5)
+    assert 1 <= completion.usage.completion_tokens <= 3 and completion.choices[0].finish_reason in ("stop", "length")
+
+
 def test_later_requests_reuse_the_decoded_video(vilamp_server, tmp_path):
     copy = vilamp_server.folder / "copy_for_cache.mp4"  # same bytes, another name: one cache entry
     copy.write_bytes(vilamp_server.video.read_bytes())
