@@ -62,29 +62,30 @@ def main(argv=None) -> int:
     from llava.eval.synthetic import write_video
     from llava.serve.__main__ import build_app, build_parser, serving
 
-    folder = Path(tempfile.mkdtemp(prefix="vilamp-load-"))
-    videos = [write_video(folder / f"video{n}.mp4", seconds=args.seconds + n, fps=4, width=320, height=240)
-              for n in range(args.videos)]
-    warmup = write_video(folder / "warmup.mp4", seconds=2, fps=4, width=320, height=240)
-    serve_args = build_parser().parse_args([*(["--model", args.model] if args.model else []),
-                                            "--video-dir", str(folder), "--upload-dir", str(folder / "uploads")])
-    app = build_app(serve_args)
-    with serving(app) as url:
-        with urllib.request.urlopen(url + "/v1/models") as response:
-            model_id = json.loads(response.read())["data"][0]["id"]
-        start_up = ask(url, model_id, warmup, QUESTIONS[0], args.max_new_tokens)[0]  # starts the decoding workers
-        cold, warm = [], []
-        for video in videos:
-            for times in (cold, warm):
-                seconds, status, reply = ask(url, model_id, video, QUESTIONS[0], args.max_new_tokens)
-                if status != 200:
-                    raise RuntimeError(f"{video}: HTTP {status}: {reply}")
-                times.append(seconds)
-        jobs = [(videos[n % len(videos)], QUESTIONS[n % len(QUESTIONS)]) for n in range(args.requests)]
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            results = list(pool.map(lambda job: ask(url, model_id, *job, args.max_new_tokens), jobs))
-        wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="vilamp-load-") as temporary:
+        folder = Path(temporary)
+        videos = [write_video(folder / f"video{n}.mp4", seconds=args.seconds + n, fps=4, width=320, height=240)
+                  for n in range(args.videos)]
+        warmup = write_video(folder / "warmup.mp4", seconds=2, fps=4, width=320, height=240)
+        serve_args = build_parser().parse_args([*(["--model", args.model] if args.model else []),
+                                                "--video-dir", str(folder), "--upload-dir", str(folder / "uploads")])
+        app = build_app(serve_args)
+        with serving(app) as url:
+            with urllib.request.urlopen(url + "/v1/models") as response:
+                model_id = json.loads(response.read())["data"][0]["id"]
+            start_up = ask(url, model_id, warmup, QUESTIONS[0], args.max_new_tokens)[0]  # starts the decoding workers
+            cold, warm = [], []
+            for video in videos:
+                for times in (cold, warm):
+                    seconds, status, reply = ask(url, model_id, video, QUESTIONS[0], args.max_new_tokens)
+                    if status != 200:
+                        raise RuntimeError(f"{video}: HTTP {status}: {reply}")
+                    times.append(seconds)
+            jobs = [(videos[n % len(videos)], QUESTIONS[n % len(QUESTIONS)]) for n in range(args.requests)]
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.clients) as pool:
+                results = list(pool.map(lambda job: ask(url, model_id, *job, args.max_new_tokens), jobs))
+            wall = time.perf_counter() - start
     latencies = [seconds for seconds, status, _ in results if status == 200]
     statuses = sorted({status for _, status, _ in results})
     rows = [
