@@ -129,22 +129,10 @@ def encoding_progress(model, num_frames: int, progress: bool):
 
 def summary(args, checkpoint: Path, video, answer) -> dict:
     """Everything the CLI reports, as one JSON-ready object."""
-    times = [video.indices[frame] / video.fps for frame in answer.keyframes]
-    tokens = {"keyframe": answer.keyframe_tokens, "merged": answer.merged_tokens, "newline": 1,
-              "text": answer.text_tokens}
-    return {
-        "video": str(args.video),
-        "question": args.question,
-        "answer": answer.text,
-        "model": str(checkpoint),
-        "duration_seconds": round(video.total_frames / video.fps, 3),
-        "fps": round(video.fps, 3),
-        "sampled_frames": answer.num_frames,
-        "keyframes": [{"frame": frame, "seconds": round(seconds, 3), "timestamp": timestamp(seconds)}
-                      for frame, seconds in zip(answer.keyframes, times)],
-        "tokens": {**tokens, "total": sum(tokens.values())},
-        "visualization": None if args.visualize is None else str(args.visualize),
-    }
+    from llava.inference import answer_report
+
+    return {"video": str(args.video), "question": args.question, "answer": answer.text, "model": str(checkpoint),
+            **answer_report(video, answer), "visualization": None if args.visualize is None else str(args.visualize)}
 
 
 def format_text(result: dict) -> str:

@@ -35,3 +35,28 @@ def own_model(tiny_checkpoint):
     from llava.model.builder import load_model
 
     return load_model(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def vilamp_server(tiny_checkpoint, tiny_model, tmp_path_factory):
+    """`python -m llava.serve`'s app on `tiny_model`, served by uvicorn on 127.0.0.1 in a thread, with an API key.
+    Its video folder holds clip.mp4 (12 s at 2 fps: 12 sampled frames, 8 keyframes) and broken.mp4 (not a video)."""
+    import os
+    from types import SimpleNamespace
+
+    from llava.eval.synthetic import write_video
+    from llava.serve.__main__ import build_app, build_parser, serving
+
+    folder = tmp_path_factory.mktemp("served")
+    video = write_video(folder / "clip.mp4", seconds=12, fps=2, width=64, height=48)
+    (folder / "broken.mp4").write_bytes(b"this is not a video" * 100)
+    key, variable = "test-key-7c1e9b", "VILAMP_TEST_SERVER_KEY"
+    os.environ[variable] = key
+    args = build_parser().parse_args(["--model", str(tiny_checkpoint), "--api-key-env", variable, "--video-dir",
+                                      str(folder), "--upload-dir", str(tmp_path_factory.mktemp("uploads"))])
+    _, model, processor, _ = tiny_model
+    app = build_app(args, model, processor)
+    del os.environ[variable]
+    with serving(app) as url:
+        yield SimpleNamespace(url=url, key=key, video=video, folder=folder, app=app, engine=app.state.engine,
+                              model_id=tiny_checkpoint.name)
