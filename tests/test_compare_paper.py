@@ -35,8 +35,8 @@ def write_run(folder: Path, name: str, outcomes: list[tuple[bool, dict]], extra_
 def output_root(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("paper")
     durations = ["short", "medium", "long"] * 10
-    videomme = [(i % 3 != 2, {"duration": d, "task_type": "OCR", "domain": "x", "sub_category": "y"})
-                for i, d in enumerate(durations)]  # 20 of 30 right; short and medium all right, long all wrong
+    videomme = [(i % 3 != 2, {"duration": d, "task_type": "OCR", "domain": "x", "sub_category": "y",
+                              "video_number": f"{i:03d}"}) for i, d in enumerate(durations)]  # 20 of 30 right; short and medium all right, long all wrong
     write_run(tmp_path / "videomme", "videomme", videomme)
     mlvu = [(False, {"question_type": task, "duration": 100}) for task in ["count", "order"] * 5]
     write_run(tmp_path / "mlvu", "mlvu", mlvu, extra_items=("q-never-answered",))

@@ -75,13 +75,13 @@ def test_decoded_videos_need_the_needle_scene(task):
         assert len(blank) == len(frames) and np.abs(blank.astype(int) - GREY).max() <= 3
 
 
-SHORT_SEEDS = (0, 1, 2)
+SHORT_SEEDS = (0, 1)  # one process per core; seed 1 was the weakest of seeds 0-5 under the old recipe
 
 
 @pytest.fixture(scope="module")
 def short_runs(tmp_path_factory) -> dict[int, dict]:
     """`python -m llava.synthetic.learn` on 120 training and 24 test videos, 30 epochs (450 steps), for each seed of
-    SHORT_SEEDS: one process per seed with one thread each, all at once (about 4 minutes on two cores; tiny models
+    SHORT_SEEDS: one process per seed with one thread each, both at once (about 3 minutes on two cores; tiny models
     gain nothing from a second thread). Bounded by epochs, not time: the same on a loaded or an idle machine."""
     work = tmp_path_factory.mktemp("learn")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
