@@ -275,7 +275,7 @@ def test_http_videos_are_downloaded_within_the_size_limit(vilamp_server, tiny_ch
     threading.Thread(target=files.serve_forever, daemon=True).start()
     video_url, frame_url = ("http://{}:{}/{}".format(*files.server_address, name) for name in ("clip.mp4", "noise.png"))
     size = vilamp_server.video.stat().st_size
-    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))  # < 1 kB
     noise.save(vilamp_server.folder / "noise.png")
     frame_count = size // (vilamp_server.folder / "noise.png").stat().st_size + 1  # the frames total about `size`
     try:
