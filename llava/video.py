@@ -12,11 +12,15 @@ files whose timestamps are missing or repeated. decord (`VideoReader.get_batch` 
 fallback; at 1 fps nearly every frame must be decoded anyway, and decord was measured slower and 9x
 heavier in memory on long-GOP H.264 (docs/PERFORMANCE.md). Indices count decoded frames, so variable-frame-rate files
 use their average rate.
+
+`load_images` takes a video already cut into frames (encoded PNG/JPEG images, as OpenAI clients send them) through the
+same cap and the same resizing.
 """
 
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +55,7 @@ class DecodedVideo:
     indices: list[int]  # decoded-frame index of each kept frame, increasing
     fps: float  # average frame rate of the file
     total_frames: int  # decoded frames in the file (or its container's count)
-    backend: str  # "decord" or "pyav"
+    backend: str  # "pyav", "decord", or "images" (`load_images`)
 
 
 def sample_indices(total_frames: int, fps: float, max_frame_num: int, sample_fps: float = 1.0) -> list[int]:
@@ -62,9 +66,15 @@ def sample_indices(total_frames: int, fps: float, max_frame_num: int, sample_fps
     if max_frame_num < 1:
         raise ValueError(f"max_frame_num={max_frame_num}: must be at least 1")
     indices = np.arange(0, total_frames, max(int(fps / sample_fps), 1))
-    if len(indices) > max_frame_num:
-        indices = indices[np.linspace(0, len(indices) - 1, max_frame_num, dtype=int)]
-    return indices.tolist()
+    return indices[evenly_spread(len(indices), max_frame_num)].tolist()
+
+
+def evenly_spread(count: int, max_frame_num: int) -> np.ndarray:
+    """Positions of at most `max_frame_num` of `count` frames: all of them, or
+    `np.linspace(0, count - 1, max_frame_num, dtype=int)` (the paper's rule)."""
+    if count <= max_frame_num:
+        return np.arange(count)
+    return np.linspace(0, count - 1, max_frame_num, dtype=int)
 
 
 class _FrameSink:
@@ -164,6 +174,41 @@ def _decode_pyav(path: Path, processor: VideoProcessor, max_frame_num: int, samp
         raise VideoDecodeError(path, "no frame could be decoded")
     return DecodedVideo(sink.frames(), [indices[slot] for slot in np.flatnonzero(sink.filled)], fps,
                         len(packets), "pyav")
+
+
+IMAGE_FORMATS = ("PNG", "JPEG")
+
+
+def load_images(images: dict[str, bytes], processor: VideoProcessor, max_frame_num: int) -> DecodedVideo:
+    """A video sent as its frames: encoded PNG or JPEG images in order, by a name that errors give. At most
+    `max_frame_num` of them are kept (`evenly_spread`, as for files), each decoded and resized as it comes. The images
+    carry no times: they are taken to be 1 / `processor.fps` seconds apart.
+    Raises `VideoDecodeError` naming the image that is not a PNG or JPEG, or cannot be decoded."""
+    if not images:
+        raise ValueError("no images: a video needs at least one frame")
+    names = list(images)
+    for name in names:  # every frame's header is checked, kept or not
+        _open_image(name, images[name])
+    indices = evenly_spread(len(names), max_frame_num).tolist()
+    sink = _FrameSink(processor, len(indices), None)
+    for slot, index in enumerate(indices):
+        name = names[index]
+        image = _open_image(name, images[name])
+        try:
+            sink.put(slot, image)
+        except Exception as error:  # truncated or damaged image data
+            raise VideoDecodeError(name, f"cannot decode the image: {type(error).__name__}: {error}") from error
+    return DecodedVideo(sink.frames(), indices, processor.fps, len(names), "images")
+
+
+def _open_image(name: str, data: bytes) -> Image.Image:
+    try:
+        image = Image.open(BytesIO(data))
+    except Exception as error:  # not an image, or over PIL's decompression-bomb limit
+        raise VideoDecodeError(name, f"not a PNG or JPEG image ({type(error).__name__}: {error})") from error
+    if image.format not in IMAGE_FORMATS:
+        raise VideoDecodeError(name, f"a {image.format} image; frames must be PNG or JPEG")
+    return image
 
 
 def available_cores() -> int:

@@ -1,6 +1,9 @@
 """`python -m llava.serve`: the OpenAI client against the CLI, streaming, the video cache, multi-turn requests,
-concurrent clients, the bounded queue, and every bad input answered with a 4xx while the server keeps serving."""
+videos sent as frames the way lmms-eval sends them, concurrent clients, the bounded queue, and every bad input answered
+with a 4xx while the server keeps serving."""
 
+import base64
+import io
 import json
 import logging
 import threading
@@ -9,10 +12,13 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import openai
 import pytest
+from PIL import Image
 
 from llava import cli
+from llava.eval.synthetic import frame_image
 from llava.serve.__main__ import build_app, build_parser, serving
 from llava.serve.__main__ import main as serve_main
 from llava.session import VideoSession
@@ -29,6 +35,23 @@ def video_turn(server, question, path=None):
     url = (path or server.video).resolve().as_uri()
     return {"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
                                         {"type": "text", "text": question}]}
+
+
+def png_data_url(image: Image.Image) -> str:
+    """A frame as lmms-eval's `ChatMessages.encode_image` sends it: PNG, base64, in a data: URL."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+def frames_turn(urls, question):
+    """lmms-eval's `ChatMessages.to_openai_messages` of a video task's user turn (video, then text): one image_url
+    part per frame it sampled, then the text."""
+    return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+            + [{"type": "text", "text": question}]}
+
+
+FRAMES = [Image.fromarray(frame_image(index, 64, 48)) for index in range(12)]
 
 
 def post(server, body, key="default", raw: bytes | None = None):
@@ -117,6 +140,27 @@ def test_a_conversation_gets_the_session_answers(vilamp_server, tiny_model):
     assert completion.choices[0].message.content == answers[1]
 
 
+def test_lmms_eval_frames_get_the_session_answer(vilamp_server, tiny_model):
+    _, model, processor, _ = tiny_model
+    # The payload of lmms-eval's `openai_compatible` model, sent as it sends it: `client.chat.completions.create`.
+    payload = {"messages": [frames_turn(map(png_data_url, FRAMES), QUESTION)], "model": vilamp_server.model_id,
+               "max_tokens": 4, "temperature": 0}
+    completion = client(vilamp_server).chat.completions.create(**payload)
+    expected = VideoSession(model, processor, FRAMES).ask(QUESTION, max_new_tokens=4)
+    report = completion.model_extra["vilamp"]
+    assert completion.choices[0].message.content == expected.text
+    assert [keyframe["frame"] for keyframe in report["keyframes"]] == expected.keyframes
+    assert report["sampled_frames"] == 12 and report["video_cache"] == "miss"
+    again = client(vilamp_server).chat.completions.create(**{**payload, "max_tokens": 1})
+    assert again.model_extra["vilamp"]["video_cache"] == "hit"  # the same image bytes
+
+    capped = client(vilamp_server).chat.completions.create(**payload, extra_body={"max_frame_num": 5})
+    kept = np.linspace(0, len(FRAMES) - 1, 5, dtype=int).tolist()  # as for a file's sampled frames
+    alone = VideoSession(model, processor, [FRAMES[index] for index in kept]).ask(QUESTION, max_new_tokens=4)
+    assert capped.choices[0].message.content == alone.text
+    assert capped.model_extra["vilamp"]["sampled_seconds"] == [index / processor.fps for index in kept]
+
+
 def test_eight_concurrent_clients_are_all_answered(vilamp_server):
     questions = [QUESTION, OTHER] * 4
     alone = {q: ask(vilamp_server, q, max_tokens=3).choices[0].message.content for q in set(questions)}
@@ -154,7 +198,25 @@ def bad_requests(server):
     def with_turn(turn, **extra):
         return {**good, "messages": [turn], **extra}
 
+    png = base64.b64decode(png_data_url(FRAMES[0]).partition(",")[2])
+    truncated = png[: png.index(b"IDAT") + 14]  # cut inside the pixel data: the header reads, the pixels do not
+    gif = io.BytesIO()
+    FRAMES[0].save(gif, format="GIF")
+
+    def frames(*urls):
+        return with_turn(frames_turn([png_data_url(FRAMES[1]), *urls], QUESTION))
+
+    def data_url(data: bytes) -> str:
+        return f"data:image/png;base64,{base64.b64encode(data).decode()}"
+
     return [
+        ("GIF frame", frames(data_url(gif.getvalue())), 400, ["messages.0.content.1", "PNG or JPEG"]),
+        ("truncated frame", frames(data_url(truncated)), 400, ["messages.0.content.1", "decode"]),
+        ("frame not base64", frames("data:image/png;base64,@@"), 400, ["messages.0.content.1", "base64"]),
+        ("http frame not allowed", frames("http://127.0.0.1:9/f.png"), 400, ["messages.0.content.1", "http"]),
+        ("frames and a video", with_turn({"role": "user", "content": [
+            *video_turn(server, QUESTION)["content"], *frames_turn([png_data_url(FRAMES[1])], QUESTION)["content"]]}),
+         400, ["2 videos"]),
         ("missing video", with_turn(video_turn(server, QUESTION, folder / "nowhere.mp4")), 404, ["nowhere.mp4"]),
         ("undecodable video", with_turn(video_turn(server, QUESTION, folder / "broken.mp4")), 400, ["broken.mp4"]),
         ("outside the folder", with_turn(video_turn(server, QUESTION, server.folder.parent / "x.mp4")), 403,
@@ -211,8 +273,11 @@ def test_http_videos_are_downloaded_within_the_size_limit(vilamp_server, tiny_ch
     files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
         http.server.SimpleHTTPRequestHandler, directory=str(vilamp_server.folder)))
     threading.Thread(target=files.serve_forever, daemon=True).start()
-    video_url = "http://{}:{}/clip.mp4".format(*files.server_address)
+    video_url, frame_url = ("http://{}:{}/{}".format(*files.server_address, name) for name in ("clip.mp4", "noise.png"))
     size = vilamp_server.video.stat().st_size
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))  # < 1 kB
+    noise.save(vilamp_server.folder / "noise.png")
+    frame_count = size // (vilamp_server.folder / "noise.png").stat().st_size + 1  # the frames total about `size`
     try:
         for limit_mb, status in ((size / 2 / (1 << 20), 413), (size * 2 / (1 << 20), 200)):
             args = build_parser().parse_args(["--model", str(tiny_checkpoint), "--video-dir", str(tmp_path),
@@ -221,6 +286,9 @@ def test_http_videos_are_downloaded_within_the_size_limit(vilamp_server, tiny_ch
                 body = {"model": tiny_checkpoint.name, "max_tokens": 1, "messages": [{"role": "user", "content": [
                     {"type": "video_url", "video_url": {"url": video_url}}, {"type": "text", "text": QUESTION}]}]}
                 got, _, text = post(SimpleNamespace(url=url, key=None), body, key=None)
+                assert got == status, text
+                frames = {**body, "max_frame_num": 2, "messages": [frames_turn([frame_url] * frame_count, QUESTION)]}
+                got, _, text = post(SimpleNamespace(url=url, key=None), frames, key=None)
                 assert got == status, text
     finally:
         files.shutdown()

@@ -34,8 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder whose videos clients may name (file:// URLs) and the page lists (default: .)")
     parser.add_argument("--upload-dir", type=Path, default=None,
                         help="where uploaded and downloaded videos go (default: a new temporary folder)")
-    parser.add_argument("--allow-http-videos", action="store_true", help="also accept http(s) video URLs")
-    parser.add_argument("--max-video-mb", type=float, default=2048, help="largest upload or download (MB)")
+    parser.add_argument("--allow-http-videos", action="store_true",
+                        help="also accept http(s) video URLs (and http(s) image URLs as a video's frames)")
+    parser.add_argument("--max-video-mb", type=float, default=2048,
+                        help="largest upload or download, and largest total of a video's frames sent as images (MB)")
     parser.add_argument("--max-frames", type=int, default=600,
                         help="frames sampled per video: the default and the most a request's max_frame_num may ask")
     parser.add_argument("--max-queue", type=int, default=16,

@@ -2,7 +2,10 @@
 list and upload, API-key checks, and OpenAI-style JSON errors for everything a client can get wrong."""
 
 import asyncio
+import base64
+import binascii
 import hmac
+import io
 import json
 import time
 import urllib.request
@@ -27,6 +30,7 @@ from llava.video import VideoDecodeError
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_TOKENS = 128
 COPY_BLOCK = 1 << 20
+IMAGE_DATA_URL_HEADS = ("data:image/png;base64", "data:image/jpeg;base64")
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}  # listed
 
 
@@ -39,16 +43,21 @@ class TextPart(Strict):
     text: str
 
 
-class VideoURL(Strict):
+class URL(Strict):
     url: str
 
 
 class VideoPart(Strict):
     type: Literal["video_url"]
-    video_url: VideoURL
+    video_url: URL
 
 
-Part = Annotated[TextPart | VideoPart, Field(discriminator="type")]
+class ImagePart(Strict):
+    type: Literal["image_url"]
+    image_url: URL
+
+
+Part = Annotated[TextPart | VideoPart | ImagePart, Field(discriminator="type")]
 
 
 class Message(Strict):
@@ -76,30 +85,41 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(error_body(message, kind, param, code), status_code=status, headers=headers)
 
 
-def turns(request: ChatRequest) -> tuple[list[dict], str, str]:
-    """(chat-template messages with the video as `{"type": "video"}`, the CLIP query, the video URL).
+def turns(request: ChatRequest) -> tuple[list[dict], str, str | list[tuple[str, str]]]:
+    """(chat-template messages with the video as `{"type": "video"}`, the CLIP query, the video: its URL, or the
+    (part name, URL) of each of its frames).
 
-    The conversation holds exactly one video part, in a user turn, and ends with a user turn whose text is the
-    question (the CLIP query that chooses the keyframes)."""
-    messages, urls = [], []
+    The conversation holds exactly one video, in a user turn: one video_url part, or the image_url parts of one
+    message, which are the video's frames in order (the video stands where the first of them is; how lmms-eval's
+    `openai_compatible` model sends a video). It ends with a user turn whose text is the question (the CLIP query
+    that chooses the keyframes)."""
+    messages, videos = [], []
     for number, message in enumerate(request.messages):
         if isinstance(message.content, str):
             messages.append({"role": message.role, "content": message.content})
             continue
-        parts = []
-        for part in message.content:
+        parts, frames = [], []
+        for index, part in enumerate(message.content):
+            if isinstance(part, TextPart):
+                parts.append({"type": "text", "text": part.text})
+                continue
+            if message.role != "user":
+                raise RequestError(400, f"messages.{number}: a {part.type} part belongs in a user message",
+                                   f"messages.{number}")
             if isinstance(part, VideoPart):
-                if message.role != "user":
-                    raise RequestError(400, f"messages.{number}: a video_url part belongs in a user message",
-                                       f"messages.{number}")
-                urls.append(part.video_url.url)
+                videos.append(part.video_url.url)
                 parts.append({"type": "video"})
             else:
-                parts.append({"type": "text", "text": part.text})
+                if not frames:
+                    parts.append({"type": "video"})
+                frames.append((f"messages.{number}.content.{index}", part.image_url.url))
+        if frames:
+            videos.append(frames)
         messages.append({"role": message.role, "content": parts})
-    if len(urls) != 1:
-        raise RequestError(400, f"the messages hold {len(urls)} video_url parts; ViLAMP answers about exactly one "
-                                "video per conversation", "messages")
+    if len(videos) != 1:
+        raise RequestError(400, f"the messages hold {len(videos)} videos (video_url parts, or the image_url parts of "
+                                "one message as one video's frames); ViLAMP answers about exactly one video per "
+                                "conversation", "messages")
     last = request.messages[-1]
     if last.role != "user":
         raise RequestError(400, "the last message must be the user's question", "messages")
@@ -107,7 +127,19 @@ def turns(request: ChatRequest) -> tuple[list[dict], str, str]:
         p.text for p in last.content if isinstance(p, TextPart))
     if not question.strip():
         raise RequestError(400, "the last user message has no text: it is the question", "messages")
-    return messages, question.strip(), urls[0]
+    return messages, question.strip(), videos[0]
+
+
+def data_url_image(name: str, url: str) -> bytes:
+    """The bytes of a `data:image/png;base64,...` (or image/jpeg) URL; `name` is the request part it came from."""
+    head, _, payload = url.partition(",")
+    if head.lower() not in IMAGE_DATA_URL_HEADS:
+        raise RequestError(400, f"{name}: a data: URL must start 'data:image/png;base64,' or 'data:image/jpeg;base64,'"
+                                f" (got {head[:40]!r})", name)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as error:
+        raise RequestError(400, f"{name}: the data: URL is not valid base64 ({error})", name) from error
 
 
 def inside(path: Path, folders: list[Path]) -> bool:
@@ -117,7 +149,8 @@ def inside(path: Path, folders: list[Path]) -> bool:
 def create_app(engine: Engine, model_id: str, video_dir: Path, upload_dir: Path, api_key: str | None = None,
                allow_http: bool = False, max_video_bytes: int = 2 << 30) -> FastAPI:
     """The server's ASGI app. Local videos are files under `video_dir` or `upload_dir` (uploads); http(s) videos,
-    only with `allow_http`, are downloaded to `upload_dir`, at most `max_video_bytes` (as uploads are)."""
+    only with `allow_http`, are downloaded to `upload_dir`, at most `max_video_bytes` (as uploads are, and as the
+    images of a video sent as its frames are in all; http(s) images also need `allow_http`)."""
     video_dir = video_dir.resolve()
     upload_dir = upload_dir.resolve()
     upload_dir.mkdir(parents=True, exist_ok=True)
@@ -219,28 +252,57 @@ def create_app(engine: Engine, model_id: str, video_dir: Path, upload_dir: Path,
             if not allow_http:
                 raise RequestError(400, f"{url}: http(s) videos are off on this server (--allow-http-videos); "
                                         "use a file:// URL", "video_url", "video_not_allowed")
-            return download(url)
+            target = upload_dir / f"{uuid.uuid4().hex[:12]}-{Path(parsed.path).name or 'video'}"
+            try:
+                with open(target, "wb") as out:
+                    download(url, out, "video_url")
+            except RequestError:
+                target.unlink(missing_ok=True)
+                raise
+            return target
         raise RequestError(400, f"{url!r}: a video_url must be a file:// URL"
                                 + (" or an http(s) URL" if allow_http else ""), "video_url")
 
-    def download(url: str) -> Path:
-        target = upload_dir / f"{uuid.uuid4().hex[:12]}-{Path(urlparse(url).path).name or 'video'}"
+    def download(url: str, out, param: str) -> None:
+        """Copy an http(s) URL into the binary file `out`, at most `max_video_bytes`; errors name `param`, the
+        request field the URL came from."""
         size = 0
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            with urllib.request.urlopen(url, timeout=60) as response:
                 while block := response.read(COPY_BLOCK):
                     size += len(block)
                     if size > max_video_bytes:
-                        raise RequestError(413, f"{url}: larger than the server's limit of {max_video_bytes} "
-                                                "bytes", "video_url", "video_too_large")
+                        raise RequestError(413, f"{param}: {url}: larger than the server's limit of "
+                                                f"{max_video_bytes} bytes", param, "video_too_large")
                     out.write(block)
         except OSError as error:
-            target.unlink(missing_ok=True)
-            raise RequestError(400, f"{url}: cannot download the video: {error}", "video_url") from error
-        except RequestError:
-            target.unlink(missing_ok=True)
-            raise
-        return target
+            raise RequestError(400, f"{param}: {url}: cannot download it: {error}", param) from error
+
+    def frame_images(frames: list[tuple[str, str]]) -> dict[str, bytes]:
+        """A video's frames -> {part name: encoded image}: base64 data: URLs of PNG or JPEG images, or http(s) URLs
+        (downloaded, only where http(s) videos are allowed); at most `max_video_bytes` in all."""
+        images, total = {}, 0
+        for name, url in frames:
+            scheme = url.partition(":")[0].lower()  # not urlparse: a data: URL may hold megabytes
+            if scheme == "data":
+                images[name] = data_url_image(name, url)
+            elif scheme in ("http", "https") and allow_http:
+                out = io.BytesIO()
+                download(url, out, name)
+                images[name] = out.getvalue()
+            else:
+                raise RequestError(400, f"{name}: an image_url must be a base64 data: URL of a PNG or JPEG image"
+                                        + (" or an http(s) URL" if allow_http else
+                                           " (http(s) images are off on this server: --allow-http-videos)"), name)
+            total += len(images[name])
+            if total > max_video_bytes:
+                raise RequestError(413, f"{name}: the video's images total more than the server's limit of "
+                                        f"{max_video_bytes} bytes", name, "video_too_large")
+        return images
+
+    def video_source(video: str | list[tuple[str, str]]) -> Path | dict[str, bytes]:
+        """What `turns` found -> a local video file, or the video's frames as encoded images (blocking: downloads)."""
+        return local_video(video) if isinstance(video, str) else frame_images(video)
 
     @app.post("/v1/chat/completions")
     async def chat(request: ChatRequest):
@@ -252,14 +314,11 @@ def create_app(engine: Engine, model_id: str, video_dir: Path, upload_dir: Path,
         if frames > limit:
             raise RequestError(400, f"max_frame_num={frames}: more frames than this server allows ({limit})",
                                "max_frame_num")
-        messages, question, url = turns(request)
+        messages, question, video = turns(request)
         admission, streaming = engine.admit(), None
         try:
-            if urlparse(url).scheme == "file":
-                path = local_video(url)
-            else:  # a download blocks: keep it off the event loop
-                path = await asyncio.to_thread(local_video, url)
-            entry, cached = await engine.video(path, frames)
+            source = await asyncio.to_thread(video_source, video)  # off the event loop: downloads block
+            entry, cached = await engine.video(source, frames)
             if request.stream:
                 streaming = await stream(request, entry, cached, messages, question, admission)
                 return streaming

@@ -1,6 +1,6 @@
 """The one model behind the server: a bounded admission count, decoding in worker processes with a timeout
-(`llava.decode_pool.DecodePool`), a cache of decoded videos and their query-independent features, and a single
-thread that runs the model."""
+(`llava.decode_pool.DecodePool`; videos sent as images decode in a thread), a cache of decoded videos and their
+query-independent features, and a single thread that runs the model."""
 
 import asyncio
 import hashlib
@@ -16,7 +16,7 @@ from llava.decode_pool import DecodePool
 from llava.errors import VilampError
 from llava.inference import VideoAnswer, answer_conversation
 from llava.model.modeling_llava_qwen import VideoFeatureCache
-from llava.video import DecodedVideo
+from llava.video import DecodedVideo, load_images
 
 HASH_BLOCK = 1 << 20
 
@@ -154,16 +154,25 @@ class Engine:
                 self.hashes[key] = known
         return known
 
-    async def video(self, path: Path, max_frame_num: int) -> tuple[CachedVideo, bool]:
-        """(the decoded video with its features, whether it was cached already). Decoding runs in a worker process;
-        an unusable video, or one taking longer than `decode_timeout` seconds, raises VideoDecodeError."""
-        digest = await asyncio.to_thread(self.content_hash, path)
+    async def video(self, source: Path | dict[str, bytes], max_frame_num: int) -> tuple[CachedVideo, bool]:
+        """(the decoded video with its features, whether it was cached already).
+
+        source: a video file, decoded in a worker process (an unusable video, or one taking longer than
+        `decode_timeout` seconds, raises VideoDecodeError); or a video's frames as encoded images in order, by the
+        request part each came from (`llava.video.load_images`, in a thread; a bad image raises VideoDecodeError
+        naming its part). Either is cached by the SHA-256 of its bytes and the sampling settings."""
+        if isinstance(source, Path):
+            digest = await asyncio.to_thread(self.content_hash, source)
+        else:
+            digest = await asyncio.to_thread(images_hash, source.values())
         vp = self.processor.video_processor
         key = (digest, max_frame_num, vp.fps, vp.siglip_size, vp.clip_size)
         if (entry := self.cache.get(key)) is not None:
             return entry, True
         if key not in self.decoding:  # one decode per video however many requests wait for it
-            self.decoding[key] = asyncio.wrap_future(self.decoders.submit(path, max_frame_num))
+            self.decoding[key] = (
+                asyncio.wrap_future(self.decoders.submit(source, max_frame_num)) if isinstance(source, Path)
+                else asyncio.get_running_loop().run_in_executor(None, load_images, source, vp, max_frame_num))
         try:
             decoded = await asyncio.shield(self.decoding[key])
         finally:
@@ -185,6 +194,16 @@ class Engine:
                 question, max_new_tokens, entry.features, temperature, streamer)
         finally:
             self.cache.trim()
+
+
+def images_hash(images) -> str:
+    """SHA-256 of a video's frames sent as encoded images: a tag, then each image's length and bytes (so that the
+    concatenation is unambiguous)."""
+    digest = hashlib.sha256(b"frames")
+    for data in images:
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 class Admission:
