@@ -22,7 +22,7 @@ from llava.conversation import conversation_pieces
 from llava.files import atomic_write
 from llava.processing import VideoFrames, VideoProcessor, VilampProcessor, expand_video_tokens
 from llava.train.registry import TrainRecord
-from llava.video import VideoDecodeError, load_video
+from llava.video import VideoDecodeError, evenly_spread, load_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 logger = logging.getLogger(__name__)
@@ -71,8 +71,7 @@ def load_frame_folder(folder: Path, processor: VideoProcessor, max_frame_num: in
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise VideoDecodeError(folder, f"no frame images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
-    if len(files) > max_frame_num:
-        files = [files[i] for i in np.linspace(0, len(files) - 1, max_frame_num, dtype=int)]
+    files = [files[i] for i in evenly_spread(len(files), max_frame_num)]
     images = []
     for file in files:
         try:
